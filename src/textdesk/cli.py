@@ -1,0 +1,146 @@
+"""The ``textdesk`` command: serve, worker, migrate, demo, user create."""
+
+from __future__ import annotations
+
+import getpass
+import logging
+from typing import Annotated
+
+import typer
+
+from textdesk import __version__
+from textdesk.domain.roles import Role
+from textdesk.logs import configure_logging
+from textdesk.services import accounts, demo
+from textdesk.services.errors import ServiceError
+from textdesk.settings import Settings, get_settings
+from textdesk.store import migrate as migrations
+from textdesk.store.db import Database
+
+app = typer.Typer(help="textdesk: peer-to-peer SMS with consent built in.", no_args_is_help=True)
+user_app = typer.Typer(help="Manage users.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
+log = logging.getLogger("textdesk")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"textdesk {__version__}")
+        raise typer.Exit
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """textdesk: peer-to-peer SMS with consent built in."""
+
+
+def _setup() -> tuple[Settings, Database]:
+    try:
+        settings = get_settings()
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        typer.secho(f"configuration error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+    configure_logging(settings)
+    return settings, Database.from_settings(settings)
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the database schema to the latest version."""
+    _settings, db = _setup()
+    migrations.upgrade(db.engine)
+    typer.echo(f"database at revision {migrations.current_revision(db.engine)}")
+
+
+def _serve(settings: Settings, db: Database) -> None:
+    import uvicorn
+
+    from textdesk.web.app import create_app
+
+    uvicorn.run(
+        create_app(settings, db),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        proxy_headers=True,
+    )
+
+
+@app.command()
+def serve() -> None:
+    """Serve the web UI, the REST API and provider webhooks."""
+    settings, db = _setup()
+    migrations.upgrade(db.engine)
+    _serve(settings, db)
+
+
+@app.command("demo")
+def demo_command(
+    serve_after: Annotated[
+        bool, typer.Option("--serve/--no-serve", help="Serve after seeding.")
+    ] = True,
+) -> None:
+    """Migrate, seed the demo organization (printing its logins) and serve it."""
+    settings, db = _setup()
+    migrations.upgrade(db.engine)
+    result = demo.seed(db)
+    typer.echo("")
+    typer.secho(
+        "Demo organization " + ("created" if result.created else "already there"), bold=True
+    )
+    for login in result.logins:
+        typer.echo(f"  {login.role.value:<6} {login.email:<28} password: {login.password}")
+    typer.echo(f"\nOpen {settings.base_url}/login\n")
+    if serve_after:
+        _serve(settings, db)
+
+
+@user_app.command("create")
+def user_create(
+    email: Annotated[str, typer.Option(help="Login e-mail.")],
+    org: Annotated[str, typer.Option(help="Organization slug or id; created if --new-org.")],
+    name: Annotated[str, typer.Option(help="Display name.")] = "",
+    role: Annotated[Role, typer.Option(help="owner, admin or agent.")] = Role.AGENT,
+    new_org: Annotated[bool, typer.Option(help="Create the organization named --org.")] = False,
+    password: Annotated[
+        str | None,
+        typer.Option(help="Password; prompted when omitted (or read from TEXTDESK_PASSWORD)."),
+    ] = None,
+) -> None:
+    """Create a user (and optionally its organization)."""
+    import os
+
+    _settings, db = _setup()
+    migrations.upgrade(db.engine)
+    password = password or os.environ.get("TEXTDESK_PASSWORD") or getpass.getpass("Password: ")
+    try:
+        if new_org:
+            organization = accounts.create_organization(db, org, actor="cli")
+        else:
+            with db.read() as conn:
+                organization = accounts.find_organization(conn, org)
+        user = accounts.create_user(
+            db,
+            org_id=organization.id,
+            email=email,
+            name=name or email.split("@")[0],
+            role=role,
+            password=password,
+            actor="cli",
+            actor_role=None,
+        )
+    except ServiceError as exc:
+        typer.secho(f"error: {exc.message}", fg="red", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(
+        f"created {user.role.value} {user.email} in {organization.name} ({organization.slug})"
+    )
+
+
+def main() -> None:
+    app()

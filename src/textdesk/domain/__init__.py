@@ -1,0 +1,1 @@
+"""Pure logic with no I/O: phone numbers, SMS encoding, templates, keywords, quiet hours."""

@@ -1,0 +1,48 @@
+"""The list of providers. Nothing else imports a provider package directly.
+
+Each provider package exposes ``create(config, context, http) -> Provider`` and
+``validate_config(config) -> dict`` (raises ``ValueError`` naming the missing or bad key).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from typing import Any, Protocol, cast
+
+import httpx
+
+from textdesk.providers.base import ChannelContext, Provider
+
+PROVIDERS: dict[str, str] = {
+    "simulator": "textdesk.providers.simulator",
+    "twilio": "textdesk.providers.twilio",
+    "telnyx": "textdesk.providers.telnyx",
+    "smpp": "textdesk.providers.smpp",
+}
+
+
+class _ProviderModule(Protocol):
+    def create(
+        self, config: Mapping[str, Any], context: ChannelContext, http: httpx.AsyncClient
+    ) -> Provider: ...
+
+    def validate_config(self, config: Mapping[str, Any]) -> dict[str, Any]: ...
+
+
+def _module(name: str) -> _ProviderModule:
+    try:
+        path = PROVIDERS[name]
+    except KeyError:
+        raise ValueError(f"unknown provider {name!r}; known: {', '.join(PROVIDERS)}") from None
+    return cast(_ProviderModule, importlib.import_module(path))
+
+
+def create(
+    name: str, config: Mapping[str, Any], context: ChannelContext, http: httpx.AsyncClient
+) -> Provider:
+    return _module(name).create(config, context, http)
+
+
+def validate_config(name: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    return _module(name).validate_config(config)

@@ -1,0 +1,320 @@
+"""Who is asking: UI login sessions, API keys, and login rate limiting.
+
+Sessions are server-side rows; the cookie holds a random token whose sha256 is stored, so
+logging out or deactivating a user ends the session at once. API keys are shown once, stored
+as a sha256 hash, scoped to one organization and revocable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from textdesk.domain.roles import Role
+from textdesk.services import audit
+from textdesk.services.accounts import User, normalize_email
+from textdesk.services.audit import RequestInfo
+from textdesk.services.errors import Forbidden, Invalid, NotFound, RateLimited, Unauthenticated
+from textdesk.services.passwords import DUMMY_HASH, verify_password
+from textdesk.settings import Settings
+from textdesk.store.db import Database
+from textdesk.store.tables import api_keys, login_attempts, user_sessions, users, utcnow
+
+API_KEY_PREFIX = "td_"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller: a logged-in user or an API key, always inside one org."""
+
+    org_id: int
+    role: Role
+    user_id: int | None = None
+    api_key_id: int | None = None
+    name: str = ""
+    csrf_token: str | None = None
+
+    @property
+    def actor(self) -> str:
+        if self.user_id is not None:
+            return f"user:{self.user_id}"
+        return f"api_key:{self.api_key_id}"
+
+    def require(self, role: Role) -> None:
+        if not self.role.at_least(role):
+            raise Forbidden(f"this needs the {role.value} role; you are {self.role.value}")
+
+
+def _sha256(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+# --- login ---------------------------------------------------------------------------------
+
+
+def _check_rate(db: Database, settings: Settings, email: str, ip: str) -> None:
+    since = utcnow() - timedelta(seconds=settings.login_window_seconds)
+    with db.read() as conn:
+        failures = [
+            conn.execute(
+                sa.select(sa.func.count())
+                .select_from(login_attempts)
+                .where(
+                    column == value,
+                    login_attempts.c.succeeded.is_(False),
+                    login_attempts.c.created_at >= since,
+                )
+            ).scalar_one()
+            for column, value in ((login_attempts.c.email, email), (login_attempts.c.ip, ip))
+        ]
+    if max(failures) >= settings.login_max_attempts:
+        raise RateLimited(
+            "too many failed logins; try again later", retry_after=settings.login_window_seconds
+        )
+
+
+def authenticate(
+    db: Database, settings: Settings, *, email: str, password: str, request: RequestInfo
+) -> User:
+    """Check a password login; raises ``Unauthenticated`` or ``RateLimited``."""
+    try:
+        email = normalize_email(email)
+    except Invalid:
+        raise Unauthenticated("wrong e-mail or password") from None
+    ip = request.ip or "unknown"
+    _check_rate(db, settings, email, ip)
+    with db.read() as conn:
+        row = conn.execute(sa.select(users).where(users.c.email == email)).first()
+    ok = verify_password(row._mapping["password_hash"] if row else DUMMY_HASH, password)
+    ok = ok and row is not None and bool(row._mapping["is_active"])
+    with db.write() as conn:
+        now = utcnow()
+        conn.execute(
+            login_attempts.insert().values(email=email, ip=ip, succeeded=ok, created_at=now)
+        )
+        org_id = row._mapping["org_id"] if row else None
+        audit.record(
+            conn,
+            org_id=org_id,
+            actor=f"user:{row._mapping['id']}" if row else "anonymous",
+            action="auth.login" if ok else "auth.login_failed",
+            target=f"user:{row._mapping['id']}" if row else None,
+            request=request,
+            detail={} if ok else {"email": email},
+        )
+        if ok and row is not None:
+            conn.execute(sa.update(users).where(users.c.id == row.id).values(last_login_at=now))
+    if not ok or row is None:
+        raise Unauthenticated("wrong e-mail or password")
+    return User.from_row(row)
+
+
+def create_session(
+    db: Database, settings: Settings, user: User, request: RequestInfo
+) -> tuple[str, str]:
+    """Start a UI session; returns (cookie token, CSRF token)."""
+    token = secrets.token_urlsafe(32)
+    csrf = secrets.token_urlsafe(24)
+    now = utcnow()
+    with db.write() as conn:
+        conn.execute(
+            user_sessions.insert().values(
+                org_id=user.org_id,
+                user_id=user.id,
+                token_hash=_sha256(token),
+                csrf_token=csrf,
+                ip=request.ip,
+                user_agent=(request.user_agent or "")[:400] or None,
+                created_at=now,
+                expires_at=now + timedelta(seconds=settings.session_max_age),
+            )
+        )
+    return token, csrf
+
+
+def resolve_session(db: Database, token: str) -> Principal | None:
+    with db.read() as conn:
+        row = conn.execute(
+            sa.select(
+                user_sessions.c.csrf_token,
+                user_sessions.c.expires_at,
+                user_sessions.c.revoked_at,
+                users.c.id,
+                users.c.org_id,
+                users.c.role,
+                users.c.name,
+                users.c.is_active,
+            )
+            .join(users, users.c.id == user_sessions.c.user_id)
+            .where(user_sessions.c.token_hash == _sha256(token))
+        ).first()
+    if row is None or row.revoked_at is not None or not row.is_active:
+        return None
+    if row.expires_at <= utcnow():
+        return None
+    return Principal(
+        org_id=row.org_id,
+        role=Role(row.role),
+        user_id=row.id,
+        name=row.name,
+        csrf_token=row.csrf_token,
+    )
+
+
+def end_session(db: Database, token: str, request: RequestInfo) -> None:
+    with db.write() as conn:
+        row = conn.execute(
+            sa.select(user_sessions.c.id, user_sessions.c.org_id, user_sessions.c.user_id).where(
+                user_sessions.c.token_hash == _sha256(token),
+                user_sessions.c.revoked_at.is_(None),
+            )
+        ).first()
+        if row is None:
+            return
+        conn.execute(
+            sa.update(user_sessions).where(user_sessions.c.id == row.id).values(revoked_at=utcnow())
+        )
+        audit.record(
+            conn,
+            org_id=row.org_id,
+            actor=f"user:{row.user_id}",
+            action="auth.logout",
+            target=f"user:{row.user_id}",
+            request=request,
+        )
+
+
+def csrf_matches(expected: str | None, given: str | None) -> bool:
+    return bool(expected and given and hmac.compare_digest(expected, given))
+
+
+# --- API keys --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: int
+    name: str
+    prefix: str
+    role: Role
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> ApiKey:
+        m = row._mapping
+        return cls(
+            id=m["id"],
+            name=m["name"],
+            prefix=m["prefix"],
+            role=Role(m["role"]),
+            created_at=m["created_at"],
+            last_used_at=m["last_used_at"],
+            revoked_at=m["revoked_at"],
+        )
+
+
+def create_api_key(
+    db: Database,
+    principal: Principal,
+    *,
+    name: str,
+    role: Role = Role.ADMIN,
+    request: RequestInfo | None = None,
+) -> tuple[ApiKey, str]:
+    """Create a key; the plain key is returned this once and never stored."""
+    principal.require(Role.ADMIN)
+    name = name.strip()
+    if not name:
+        raise Invalid("an API key needs a name", field="name")
+    if role is Role.OWNER or not principal.role.at_least(role):
+        raise Forbidden(f"cannot create an API key with role {role.value}", field="role")
+    plain = API_KEY_PREFIX + secrets.token_urlsafe(32)
+    with db.write() as conn:
+        key_id = conn.execute(
+            api_keys.insert()
+            .values(
+                org_id=principal.org_id,
+                name=name,
+                prefix=plain[:10],
+                key_hash=_sha256(plain),
+                role=role.value,
+                created_by=principal.user_id,
+                created_at=utcnow(),
+            )
+            .returning(api_keys.c.id)
+        ).scalar_one()
+        audit.record(
+            conn,
+            org_id=principal.org_id,
+            actor=principal.actor,
+            action="api_key.create",
+            target=f"api_key:{key_id}",
+            request=request,
+            detail={"name": name, "role": role.value},
+        )
+        row = conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).one()
+    return ApiKey.from_row(row), plain
+
+
+def list_api_keys(db: Database, principal: Principal) -> list[ApiKey]:
+    principal.require(Role.ADMIN)
+    with db.read() as conn:
+        rows = conn.execute(
+            sa.select(api_keys)
+            .where(api_keys.c.org_id == principal.org_id)
+            .order_by(api_keys.c.id.desc())
+        )
+        return [ApiKey.from_row(r) for r in rows]
+
+
+def revoke_api_key(
+    db: Database, principal: Principal, key_id: int, request: RequestInfo | None = None
+) -> ApiKey:
+    principal.require(Role.ADMIN)
+    with db.write() as conn:
+        row = conn.execute(
+            sa.select(api_keys).where(
+                api_keys.c.id == key_id, api_keys.c.org_id == principal.org_id
+            )
+        ).first()
+        if row is None:
+            raise NotFound(f"API key {key_id} not found")
+        if row.revoked_at is None:
+            conn.execute(
+                sa.update(api_keys).where(api_keys.c.id == key_id).values(revoked_at=utcnow())
+            )
+            audit.record(
+                conn,
+                org_id=principal.org_id,
+                actor=principal.actor,
+                action="api_key.revoke",
+                target=f"api_key:{key_id}",
+                request=request,
+            )
+        row = conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).one()
+    return ApiKey.from_row(row)
+
+
+def resolve_api_key(db: Database, plain: str) -> Principal | None:
+    if not plain.startswith(API_KEY_PREFIX):
+        return None
+    with db.read() as conn:
+        row = conn.execute(sa.select(api_keys).where(api_keys.c.key_hash == _sha256(plain))).first()
+    if row is None or row.revoked_at is not None:
+        return None
+    now = utcnow()
+    # Coarse last-used stamp: at most one write per key per minute, not one per request.
+    if row.last_used_at is None or now - row.last_used_at > timedelta(minutes=1):
+        with db.write() as conn:
+            conn.execute(
+                sa.update(api_keys).where(api_keys.c.id == row.id).values(last_used_at=now)
+            )
+    return Principal(org_id=row.org_id, role=Role(row.role), api_key_id=row.id, name=row.name)

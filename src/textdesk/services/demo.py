@@ -1,0 +1,182 @@
+"""The demo organization: what `make demo` shows a first-time visitor.
+
+Seeding is idempotent. Run again, it keeps the data and gives the demo users new passwords
+(printed), because a hashed password cannot be shown twice.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from textdesk.domain.roles import Role
+from textdesk.services import accounts, campaigns, channels, contacts
+from textdesk.services.auth import Principal
+from textdesk.services.contacts import ContactInput
+from textdesk.services.passwords import hash_password
+from textdesk.store.db import Database
+from textdesk.store.tables import organizations, users
+
+DEMO_SLUG = "acme-dental"
+DEMO_USERS = (
+    ("owner@demo.textdesk.test", "Olivia Owner", Role.OWNER),
+    ("agent1@demo.textdesk.test", "Sam Agent", Role.AGENT),
+    ("agent2@demo.textdesk.test", "Riley Agent", Role.AGENT),
+)
+DEMO_SCRIPT = (
+    "Hi {first_name|there}, it's {agent_name} from Acme Dental. Your 6-month cleaning is due - "
+    "want us to book you in? Reply STOP to opt out."
+)
+
+_FIRST = [
+    "Ana",
+    "Ben",
+    "Chloe",
+    "Dev",
+    "Elena",
+    "Farid",
+    "Grace",
+    "Hiro",
+    "Ines",
+    "Jamal",
+    "Kira",
+    "Luis",
+    "Maya",
+    "Noah",
+    "Olu",
+    "Priya",
+    "Quinn",
+    "Rosa",
+    "Sven",
+    "Tara",
+]
+_LAST = [
+    "Garcia",
+    "Nguyen",
+    "Smith",
+    "Okafor",
+    "Kowalski",
+    "Haddad",
+    "Silva",
+    "Kim",
+    "Cohen",
+    "Brown",
+    "Rossi",
+    "Patel",
+    "Dubois",
+    "Moreau",
+    "Jensen",
+    "Ali",
+    "Ortiz",
+    "Lee",
+]
+# (area code, state, ZIP): a spread of time zones and quiet-hour rules (FL, TX, WA ...).
+_PLACES = [
+    ("212", "NY", "10001"),
+    ("305", "FL", "33101"),
+    ("512", "TX", "78701"),
+    ("206", "WA", "98101"),
+    ("312", "IL", "60601"),
+    ("602", "AZ", "85001"),
+    ("303", "CO", "80202"),
+    ("415", "CA", "94103"),
+    ("405", "OK", "73102"),
+    ("410", "MD", "21201"),
+]
+
+
+@dataclass(frozen=True)
+class DemoLogin:
+    email: str
+    name: str
+    role: Role
+    password: str
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    org_id: int
+    created: bool
+    logins: tuple[DemoLogin, ...]
+
+
+def _password() -> str:
+    return secrets.token_urlsafe(12)
+
+
+def seed(db: Database, *, contact_count: int = 200, rng_seed: int = 7) -> DemoResult:
+    with db.read() as conn:
+        existing = conn.execute(
+            sa.select(organizations.c.id).where(organizations.c.slug == DEMO_SLUG)
+        ).scalar()
+    if existing is not None:
+        return DemoResult(org_id=existing, created=False, logins=_reset_passwords(db, existing))
+
+    org = accounts.create_organization(db, "Acme Dental", actor="system:demo")
+    logins = []
+    for email, name, role in DEMO_USERS:
+        password = _password()
+        accounts.create_user(
+            db,
+            org_id=org.id,
+            email=email,
+            name=name,
+            role=role,
+            password=password,
+            actor="system:demo",
+            actor_role=None,
+        )
+        logins.append(DemoLogin(email, name, role, password))
+    system = Principal(org_id=org.id, role=Role.OWNER, name="demo seeder")
+    channels.create_channel(
+        db,
+        system,
+        name="Simulator line",
+        provider="simulator",
+        phone="+12025550143",
+        number_type=channels.NumberType.TEN_DLC,
+    )
+    rng = random.Random(rng_seed)  # noqa: S311 - fake demo data, reproducible on purpose
+    with db.write() as conn:
+        for i in range(contact_count):
+            area, state, zip_code = _PLACES[i % len(_PLACES)]
+            contacts.create_contact_in(
+                conn,
+                system,
+                ContactInput(
+                    # 555-01xx is reserved for fiction in the NANP; these never reach a person.
+                    phone=f"+1{area}555{i // 100:02d}{i % 100:02d}",
+                    first_name=rng.choice(_FIRST),
+                    last_name=rng.choice(_LAST),
+                    state=state,
+                    zip=zip_code,
+                    tags=rng.sample(["patient", "vip", "recall-due", "new"], k=rng.randint(0, 2)),
+                    fields={"last_visit_days": rng.randint(10, 400)},
+                ),
+            )
+    campaigns.create_campaign(
+        db,
+        system,
+        name="Spring recall",
+        script=DEMO_SCRIPT,
+        segment_query="tag:recall-due AND NOT opted_out",
+    )
+    return DemoResult(org_id=org.id, created=True, logins=tuple(logins))
+
+
+def _reset_passwords(db: Database, org_id: int) -> tuple[DemoLogin, ...]:
+    logins = []
+    with db.write() as conn:
+        for email, name, role in DEMO_USERS:
+            password = _password()
+            updated = conn.execute(
+                sa.update(users)
+                .where(users.c.email == email, users.c.org_id == org_id)
+                .values(password_hash=hash_password(password))
+            )
+            if updated.rowcount:
+                logins.append(DemoLogin(email, name, role, password))
+    return tuple(logins)

@@ -1,0 +1,132 @@
+"""One typed settings object, read from ``TEXTDESK_*`` environment variables and ``.env``.
+
+Every field here must be documented in ``docs/configuration.md``; ``tests/test_docs.py`` fails
+otherwise. Secrets can also come from a file: ``TEXTDESK_SECRET_KEY_FILE=/run/secrets/key``.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The shipped default secret. Fine for a laptop demo, refused in production mode.
+DEFAULT_SECRET_KEY = "change-me-this-is-not-a-secret"  # noqa: S105 - a placeholder, refused in prod
+
+_FILE_SUFFIX = "_FILE"
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+    TEST = "test"
+
+
+class LogFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+class SettingsError(RuntimeError):
+    """The configuration is unusable; the message says which variable and why."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TEXTDESK_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    env: Environment = Field(
+        default=Environment.DEVELOPMENT, description="development, production or test."
+    )
+    database_url: str = Field(
+        default="sqlite:///./var/textdesk.db",
+        description="SQLAlchemy URL: sqlite:///path or postgresql+psycopg://user@host/db.",
+    )
+    database_pool_size: int = Field(
+        default=10, ge=1, le=200, description="PostgreSQL connection pool size per process."
+    )
+    secret_key: str = Field(
+        default=DEFAULT_SECRET_KEY,
+        min_length=16,
+        description="Signs session cookies and CSRF tokens. Required in production.",
+    )
+    base_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="Public URL of this server; used in links and provider webhook URLs.",
+    )
+    host: str = Field(default="127.0.0.1", description="Address `textdesk serve` binds.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port `textdesk serve` binds.")
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    log_format: LogFormat = Field(default=LogFormat.TEXT, description="text or json.")
+    session_max_age: int = Field(
+        default=60 * 60 * 12, ge=60, description="Seconds a UI login session stays valid."
+    )
+    login_max_attempts: int = Field(
+        default=5, ge=1, description="Failed logins allowed per account and per IP per window."
+    )
+    login_window_seconds: int = Field(
+        default=15 * 60, ge=1, description="Window over which failed logins are counted."
+    )
+    embedded_worker: bool = Field(
+        default=True, description="Run the delivery worker inside `textdesk serve`."
+    )
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        upper = value.upper()
+        if upper not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError(f"unknown log level {value!r}; use DEBUG, INFO, WARNING or ERROR")
+        return upper
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"base URL must start with http:// or https://, got {value!r}")
+        return value.rstrip("/")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_secret_files(cls, data: Any) -> Any:
+        """``TEXTDESK_<NAME>_FILE`` points at a file whose content is the value (Docker secrets)."""
+        if not isinstance(data, dict):
+            return data
+        for key, path in os.environ.items():
+            if key.startswith("TEXTDESK_") and key.endswith(_FILE_SUFFIX):
+                field = key[len("TEXTDESK_") : -len(_FILE_SUFFIX)].lower()
+                if field in cls.model_fields and field not in data:
+                    try:
+                        data[field] = Path(path).read_text(encoding="utf-8").strip()
+                    except OSError as exc:
+                        raise ValueError(f"{key}: cannot read {path}: {exc.strerror}") from exc
+        return data
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secret(self) -> Settings:
+        if self.env is Environment.PRODUCTION and self.secret_key == DEFAULT_SECRET_KEY:
+            raise ValueError(
+                "TEXTDESK_SECRET_KEY is the shipped placeholder; set a random value of at least "
+                "16 characters before running in production"
+            )
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.base_url.startswith("https://")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (cached; tests build their own ``Settings``)."""
+    return Settings()

@@ -1,0 +1,89 @@
+"""Contacts: list (keyset pages), create, read, replace, delete."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Query, Response, status
+from pydantic import BaseModel, Field
+
+from textdesk.services import contacts
+from textdesk.services.contacts import ContactInput
+from textdesk.web.deps import ApiCaller, Db, Origin
+
+router = APIRouter(tags=["contacts"])
+
+
+class ContactOut(BaseModel):
+    id: int
+    phone_e164: str
+    first_name: str
+    last_name: str
+    email: str | None
+    zip: str | None
+    state: str | None
+    time_zone: str | None
+    external_id: str | None
+    fields: dict[str, Any]
+    tags: list[str]
+    opted_out: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class ContactPage(BaseModel):
+    items: list[ContactOut]
+    next_after: int | None = Field(description="pass as ?after= for the next page")
+
+
+class ContactIn(BaseModel):
+    phone: str = Field(max_length=64)
+    first_name: str = Field(default="", max_length=200)
+    last_name: str = Field(default="", max_length=200)
+    email: str | None = Field(default=None, max_length=320)
+    zip: str | None = Field(default=None, max_length=16)
+    state: str | None = Field(default=None, max_length=8)
+    time_zone: str | None = Field(default=None, max_length=64)
+    external_id: str | None = Field(default=None, max_length=200)
+    fields: dict[str, Any] = Field(default_factory=dict)
+    tags: list[str] = Field(default_factory=list, max_length=100)
+
+    def to_input(self) -> ContactInput:
+        return ContactInput(**self.model_dump())
+
+
+@router.get("/contacts", response_model=ContactPage)
+def list_contacts(
+    caller: ApiCaller,
+    db: Db,
+    after: int = Query(default=0, ge=0),
+    limit: int = Query(default=100, ge=1, le=contacts.MAX_PAGE),
+) -> Any:
+    with db.read() as conn:
+        items = contacts.list_contacts(conn, caller.org_id, after_id=after, limit=limit)
+    return {"items": items, "next_after": items[-1].id if len(items) == limit else None}
+
+
+@router.post("/contacts", response_model=ContactOut, status_code=status.HTTP_201_CREATED)
+def create_contact(body: ContactIn, caller: ApiCaller, db: Db, origin: Origin) -> Any:
+    return contacts.create_contact(db, caller, body.to_input(), request=origin)
+
+
+@router.get("/contacts/{contact_id}", response_model=ContactOut)
+def get_contact(contact_id: int, caller: ApiCaller, db: Db) -> Any:
+    with db.read() as conn:
+        return contacts.get_contact(conn, caller.org_id, contact_id)
+
+
+@router.put("/contacts/{contact_id}", response_model=ContactOut)
+def replace_contact(
+    contact_id: int, body: ContactIn, caller: ApiCaller, db: Db, origin: Origin
+) -> Any:
+    return contacts.update_contact(db, caller, contact_id, body.to_input(), request=origin)
+
+
+@router.delete("/contacts/{contact_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_contact(contact_id: int, caller: ApiCaller, db: Db, origin: Origin) -> Response:
+    contacts.delete_contact(db, caller, contact_id, request=origin)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

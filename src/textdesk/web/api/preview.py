@@ -1,0 +1,53 @@
+"""Render a template for a contact and measure it: what the recipient gets and what it costs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from textdesk.domain.templates import TemplateError, parse_template, preview
+from textdesk.services import contacts
+from textdesk.services.errors import Invalid
+from textdesk.web.deps import ApiCaller, Db
+
+router = APIRouter(tags=["templates"])
+
+
+class PreviewIn(BaseModel):
+    template: str = Field(max_length=1600)
+    contact_id: int | None = None
+    values: dict[str, Any] = Field(
+        default_factory=dict, description="merge values; a contact's values take precedence"
+    )
+
+
+class PreviewOut(BaseModel):
+    text: str
+    encoding: str
+    segment_count: int
+    length: int
+    missing_fields: list[str]
+    non_gsm_chars: list[str]
+
+
+@router.post("/templates/preview", response_model=PreviewOut)
+def preview_template(body: PreviewIn, caller: ApiCaller, db: Db) -> Any:
+    try:
+        template = parse_template(body.template)
+    except TemplateError as exc:
+        raise Invalid(str(exc), field="template") from exc
+    values = dict(body.values)
+    if body.contact_id is not None:
+        with db.read() as conn:
+            values.update(contacts.get_contact(conn, caller.org_id, body.contact_id).merge_values())
+    result = preview(template, values)
+    return PreviewOut(
+        text=result.text,
+        encoding=str(result.encoding),
+        segment_count=result.segment_count,
+        length=result.length,
+        missing_fields=list(result.missing_fields),
+        non_gsm_chars=list(result.non_gsm_chars),
+    )

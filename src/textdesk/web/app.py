@@ -1,0 +1,82 @@
+"""The FastAPI application factory: API, UI, health check and static files in one process."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+
+from textdesk import __version__
+from textdesk.settings import Settings
+from textdesk.store.db import Database
+from textdesk.web import api, problems, ui
+
+STATIC = Path(__file__).parent / "static"
+
+# The UI loads nothing from another origin: no CDN, no inline script.
+_CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+)
+
+
+def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
+    database = db or Database.from_settings(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if db is None:
+            database.dispose()
+
+    app = FastAPI(
+        title="textdesk",
+        version=__version__,
+        description="Peer-to-peer SMS: contacts, conversations, campaigns, consent.",
+        docs_url="/api/docs",
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.db = database
+
+    problems.install(app)
+
+    @app.exception_handler(ui.LoginRequired)
+    async def _login_required(request: Request, _exc: ui.LoginRequired) -> Response:
+        if request.headers.get("hx-request"):
+            return Response(status_code=401, headers={"HX-Redirect": "/login"})
+        return RedirectResponse("/login", status_code=303)
+
+    @app.middleware("http")
+    async def _security_headers(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        if not request.url.path.startswith("/api/docs"):
+            response.headers.setdefault("Content-Security-Policy", _CSP)
+            response.headers.setdefault("X-Frame-Options", "DENY")
+        return response
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> JSONResponse:
+        try:
+            database.ping()
+        except Exception as exc:  # any failure of the database is "unhealthy", with the reason
+            return JSONResponse(
+                {"status": "error", "database": type(exc).__name__}, status_code=503
+            )
+        return JSONResponse({"status": "ok", "database": database.dialect, "version": __version__})
+
+    app.include_router(api.router())
+    app.include_router(ui.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    return app

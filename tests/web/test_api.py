@@ -1,0 +1,235 @@
+"""The REST API: authentication, roles, problem+json errors, and each resource's behaviour."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import Org
+from textdesk.store.db import Database
+
+
+def test_healthz_checks_the_database(client: TestClient, db: Database) -> None:
+    body = client.get("/healthz").json()
+    assert body["status"] == "ok"
+    assert body["database"] == db.dialect
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer td_nope"},
+        {"Authorization": "Basic abc"},
+        {"Authorization": "Bearer "},
+    ],
+)
+def test_api_needs_a_valid_key(client: TestClient, headers: dict[str, str]) -> None:
+    response = client.get("/api/v1/me", headers=headers)
+    assert response.status_code == 401
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["detail"]
+
+
+def test_api_ignores_the_ui_session_cookie(client: TestClient, acme: Org) -> None:
+    client.post("/login", data={"email": acme.owner.user.email, "password": "x"})
+    assert client.get("/api/v1/me").status_code == 401
+
+
+def test_revoked_key_stops_working(client: TestClient, acme: Org, db: Database) -> None:
+    made = client.post(
+        "/api/v1/api-keys", json={"name": "temp", "role": "agent"}, headers=acme.admin.headers
+    )
+    assert made.status_code == 201
+    key = made.json()["key"]
+    assert key.startswith("td_") and made.json()["prefix"] == key[:10]
+    assert (
+        client.get("/api/v1/me", headers={"Authorization": f"Bearer {key}"}).json()["role"]
+        == "agent"
+    )
+    listed = client.get("/api/v1/api-keys", headers=acme.admin.headers).json()
+    assert all("key" not in k for k in listed), "a stored key is never shown again"
+    client.delete(f"/api/v1/api-keys/{made.json()['id']}", headers=acme.admin.headers)
+    assert client.get("/api/v1/me", headers={"Authorization": f"Bearer {key}"}).status_code == 401
+
+
+def test_agent_key_cannot_administer(client: TestClient, acme: Org) -> None:
+    h = acme.agent.headers
+    assert client.get("/api/v1/users", headers=h).status_code == 403
+    assert client.post("/api/v1/api-keys", json={"name": "x"}, headers=h).status_code == 403
+    assert client.get("/api/v1/audit-log", headers=h).status_code == 403
+    r = client.post(
+        "/api/v1/channels", json={"provider": "simulator", "phone": "+12015550100"}, headers=h
+    )
+    assert r.status_code == 403
+    assert "admin" in r.json()["detail"]
+
+
+def test_admin_cannot_create_owner(client: TestClient, acme: Org) -> None:
+    r = client.post(
+        "/api/v1/users",
+        headers=acme.admin.headers,
+        json={
+            "email": "boss@x.test",
+            "name": "Boss",
+            "role": "owner",
+            "password": "long-enough-pw",
+        },
+    )
+    assert r.status_code == 403
+
+
+def test_validation_errors_name_the_field(client: TestClient, acme: Org) -> None:
+    r = client.post("/api/v1/contacts", headers=acme.admin.headers, json={"first_name": "A"})
+    assert r.status_code == 422
+    problem = r.json()
+    assert problem["field"] == "phone"
+    assert problem["errors"][0]["field"] == "phone"
+    r = client.post(
+        "/api/v1/contacts",
+        headers=acme.admin.headers,
+        json={"phone": "+1 201 555 01", "first_name": "A"},
+    )
+    assert r.status_code == 422 and r.json()["field"] == "phone"
+    assert "too short" in r.json()["detail"]
+    r = client.post(
+        "/api/v1/contacts",
+        headers=acme.admin.headers,
+        json={"phone": "+12015550123", "tags": "vip"},
+    )
+    assert r.json()["field"] == "tags"
+    r = client.post(
+        "/api/v1/contacts",
+        headers=acme.admin.headers,
+        content=b"{not json",
+    )
+    assert r.status_code == 422
+
+
+def test_contact_crud_and_pagination(client: TestClient, acme: Org) -> None:
+    h = acme.admin.headers
+    ids = []
+    for i in range(5):
+        r = client.post(
+            "/api/v1/contacts",
+            headers=h,
+            json={
+                "phone": f"(201) 555-01{i:02d}",
+                "first_name": f"P{i}",
+                "tags": ["VIP ", "vip", "new"],
+                "state": "tx",
+            },
+        )
+        assert r.status_code == 201, r.text
+        assert r.json()["phone_e164"] == f"+120155501{i:02d}"
+        assert r.json()["tags"] == ["new", "vip"]
+        assert r.json()["state"] == "TX"
+        ids.append(r.json()["id"])
+    dup = client.post("/api/v1/contacts", headers=h, json={"phone": "+12015550100"})
+    assert dup.status_code == 409 and dup.json()["field"] == "phone"
+    page1 = client.get("/api/v1/contacts?limit=2", headers=h).json()
+    page2 = client.get(f"/api/v1/contacts?limit=2&after={page1['next_after']}", headers=h).json()
+    page3 = client.get(f"/api/v1/contacts?limit=2&after={page2['next_after']}", headers=h).json()
+    got = [c["id"] for p in (page1, page2, page3) for c in p["items"]]
+    assert got == ids and page3["next_after"] is None
+    r = client.put(
+        f"/api/v1/contacts/{ids[0]}",
+        headers=h,
+        json={"phone": "+12015550100", "first_name": "Renamed", "time_zone": "Mars/Base"},
+    )
+    assert r.status_code == 422 and r.json()["field"] == "time_zone"
+    r = client.put(
+        f"/api/v1/contacts/{ids[0]}",
+        headers=h,
+        json={"phone": "+12015550101", "first_name": "Renamed"},
+    )
+    assert r.status_code == 409
+    r = client.put(
+        f"/api/v1/contacts/{ids[0]}",
+        headers=h,
+        json={"phone": "+12015550100", "first_name": "Renamed"},
+    )
+    assert r.json()["first_name"] == "Renamed"
+    assert (
+        client.delete(f"/api/v1/contacts/{ids[0]}", headers=acme.agent.headers).status_code == 403
+    )
+    assert client.delete(f"/api/v1/contacts/{ids[0]}", headers=h).status_code == 204
+    assert client.get(f"/api/v1/contacts/{ids[0]}", headers=h).status_code == 404
+
+
+def test_channels_never_return_credentials(client: TestClient, acme: Org) -> None:
+    r = client.post(
+        "/api/v1/channels",
+        headers=acme.admin.headers,
+        json={
+            "provider": "twilio",
+            "phone": "+1 (201) 555-0100",
+            "config": {"auth_token": "s3cret-token"},
+            "number_type": "toll_free",
+        },
+    )
+    assert r.status_code == 201, r.text
+    assert "s3cret" not in r.text
+    assert r.json()["rate_per_second"] == 3.0
+    listed = client.get("/api/v1/channels", headers=acme.agent.headers)
+    assert "s3cret" not in listed.text and len(listed.json()) == 1
+    bad = client.post(
+        "/api/v1/channels",
+        headers=acme.admin.headers,
+        json={"provider": "carrier-pigeon", "phone": "+12015550100"},
+    )
+    assert bad.status_code == 422 and bad.json()["field"] == "provider"
+    short = client.post(
+        "/api/v1/channels",
+        headers=acme.admin.headers,
+        json={"provider": "twilio", "phone": "12345", "number_type": "short_code"},
+    )
+    assert short.status_code == 201 and short.json()["phone_e164"] == "12345"
+
+
+def test_campaign_script_is_checked(client: TestClient, acme: Org) -> None:
+    h = acme.admin.headers
+    r = client.post("/api/v1/campaigns", headers=h, json={"name": "x", "script": "Hi {frist_name}"})
+    assert r.status_code == 422 and r.json()["field"] == "script"
+    assert "first_name" in r.json()["detail"]
+    r = client.post("/api/v1/campaigns", headers=h, json={"name": "x", "script": "Hi {first_name"})
+    assert r.status_code == 422 and "position" in r.json()["detail"]
+    r = client.post(
+        "/api/v1/campaigns",
+        headers=h,
+        json={"name": "Spring", "script": "Hi {first_name|there}, {fields.tier}!"},
+    )
+    assert r.status_code == 201 and r.json()["status"] == "draft"
+
+
+def test_template_preview_for_a_contact(client: TestClient, acme: Org) -> None:
+    h = acme.admin.headers
+    contact = client.post(
+        "/api/v1/contacts", headers=h, json={"phone": "+12015550100", "first_name": "Zoë"}
+    ).json()
+    r = client.post(
+        "/api/v1/templates/preview",
+        headers=h,
+        json={"template": "Hi {first_name|there} {last_name|}", "contact_id": contact["id"]},
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["text"].startswith("Hi Zoë")
+    assert body["encoding"] == "UCS-2" and body["non_gsm_chars"] == ["ë"]
+    r = client.post("/api/v1/templates/preview", headers=h, json={"template": "Hi {first_name}"})
+    assert r.json()["missing_fields"] == ["first_name"]
+    assert r.json()["encoding"] == "GSM-7"
+
+
+def test_audit_log_records_security_actions(client: TestClient, acme: Org) -> None:
+    client.post("/api/v1/api-keys", json={"name": "audited"}, headers=acme.admin.headers)
+    actions = [
+        e["action"] for e in client.get("/api/v1/audit-log", headers=acme.admin.headers).json()
+    ]
+    assert "api_key.create" in actions and "user.create" in actions and "org.create" in actions
+
+
+def test_openapi_is_served(client: TestClient) -> None:
+    spec = client.get("/api/openapi.json").json()
+    assert "/api/v1/contacts" in spec["paths"]
+    assert client.get("/api/docs").status_code == 200

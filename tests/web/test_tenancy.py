@@ -1,0 +1,150 @@
+"""No organization can see or touch another's data, over every API endpoint that exists.
+
+``CASES`` names every route; a new route without a case here fails ``test_every_route_has_a_case``.
+Each case is exercised by an outsider (Globex's admin key) against Acme's objects: the answer is
+404 for anything addressed by id (no existence leak) and, for collections, a list that holds
+nothing of Acme's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import Org
+from textdesk.services import accounts, auth, campaigns, channels, contacts
+from textdesk.services.contacts import ContactInput
+from textdesk.store.db import Database
+
+
+@dataclass
+class Objects:
+    user_id: int
+    key_id: int
+    channel_id: int
+    contact_id: int
+    campaign_id: int
+
+
+def _acme_objects(db: Database, acme: Org) -> Objects:
+    admin = acme.admin.principal
+    channel = channels.create_channel(
+        db, admin, name="Main", provider="simulator", phone="+12015550100"
+    )
+    contact = contacts.create_contact(
+        db, admin, ContactInput(phone="+12015550123", first_name="Secret")
+    )
+    campaign = campaigns.create_campaign(db, admin, name="Acme spring", script="Hi {first_name}")
+    key_id = auth.list_api_keys(db, admin)[0].id
+    return Objects(acme.agent.user.id, key_id, channel.id, contact.id, campaign.id)
+
+
+@dataclass(frozen=True)
+class Case:
+    method: str
+    path: str
+    body: Callable[[Objects], dict[str, Any]] | None = None
+    # For collection endpoints: Acme strings that must never appear in Globex's answer.
+    collection: bool = False
+
+
+CONTACT_BODY = {"phone": "+12015550177", "first_name": "X"}
+
+CASES: dict[tuple[str, str], Case] = {
+    c.method + " " + c.path: c  # type: ignore[misc]
+    for c in [
+        Case("GET", "/api/v1/me", collection=True),
+        Case("GET", "/api/v1/users", collection=True),
+        Case(
+            "POST",
+            "/api/v1/users",
+            collection=True,
+            body=lambda o: {"email": "new@x.test", "name": "N", "password": "long-password-1"},
+        ),
+        Case("GET", "/api/v1/users/{user_id}"),
+        Case("PATCH", "/api/v1/users/{user_id}", body=lambda o: {"is_active": False}),
+        Case("GET", "/api/v1/api-keys", collection=True),
+        Case("POST", "/api/v1/api-keys", collection=True, body=lambda o: {"name": "k"}),
+        Case("DELETE", "/api/v1/api-keys/{key_id}"),
+        Case("GET", "/api/v1/audit-log", collection=True),
+        Case("GET", "/api/v1/channels", collection=True),
+        Case(
+            "POST",
+            "/api/v1/channels",
+            collection=True,
+            body=lambda o: {"provider": "simulator", "phone": "+12015550100"},
+        ),
+        Case("GET", "/api/v1/channels/{channel_id}"),
+        Case("GET", "/api/v1/contacts", collection=True),
+        Case("POST", "/api/v1/contacts", collection=True, body=lambda o: dict(CONTACT_BODY)),
+        Case("GET", "/api/v1/contacts/{contact_id}"),
+        Case("PUT", "/api/v1/contacts/{contact_id}", body=lambda o: dict(CONTACT_BODY)),
+        Case("DELETE", "/api/v1/contacts/{contact_id}"),
+        Case("GET", "/api/v1/campaigns", collection=True),
+        Case(
+            "POST",
+            "/api/v1/campaigns",
+            collection=True,
+            body=lambda o: {"name": "c", "script": "Hello"},
+        ),
+        Case("GET", "/api/v1/campaigns/{campaign_id}"),
+        Case(
+            "POST",
+            "/api/v1/templates/preview",
+            body=lambda o: {"template": "Hi {first_name}", "contact_id": o.contact_id},
+        ),
+    ]
+}
+
+
+def _api_routes(client: TestClient) -> set[str]:
+    spec = client.get("/api/openapi.json").json()
+    return {
+        f"{method.upper()} {path}"
+        for path, operations in spec["paths"].items()
+        if path.startswith("/api/v1")
+        for method in operations
+    }
+
+
+def test_every_route_has_a_case(client: TestClient) -> None:
+    missing = _api_routes(client) - set(CASES)
+    assert not missing, f"add tenancy cases for: {sorted(missing)}"
+    stale = set(CASES) - _api_routes(client)
+    assert not stale, f"cases for routes that no longer exist: {sorted(stale)}"
+
+
+@pytest.mark.parametrize("key", sorted(CASES))
+def test_outsider_cannot_reach_acme(
+    key: str, client: TestClient, db: Database, acme: Org, globex: Org
+) -> None:
+    case = CASES[key]
+    objs = _acme_objects(db, acme)
+    path = case.path.format(**vars(objs))
+    body = case.body(objs) if case.body else None
+    response = client.request(case.method, path, json=body, headers=globex.admin.headers)
+    if case.collection:
+        assert response.status_code < 400 or response.status_code == 409, response.text
+        text = response.text
+        for secret in (
+            "Secret",
+            "+12015550123",
+            "Acme spring",
+            acme.org.name,
+            acme.agent.user.email,
+        ):
+            assert secret not in text, f"{key} leaked {secret!r} to another organization"
+    else:
+        assert response.status_code == 404, f"{key}: {response.status_code} {response.text}"
+        assert response.headers["content-type"].startswith("application/problem+json")
+    # And nothing of Acme's changed.
+    with db.read() as conn:
+        assert contacts.get_contact(conn, acme.org.id, objs.contact_id).first_name == "Secret"
+        assert channels.get_channel(conn, acme.org.id, objs.channel_id).is_active
+    with db.read() as conn:
+        assert accounts.get_user(conn, acme.org.id, objs.user_id).is_active
+    assert all(k.revoked_at is None for k in auth.list_api_keys(db, acme.admin.principal))

@@ -1,0 +1,101 @@
+"""The UI shell: login with CSRF, sessions, logout, role-aware pages, no CDN."""
+
+from __future__ import annotations
+
+import re
+
+from fastapi.testclient import TestClient
+
+from tests.conftest import PASSWORD, Org
+from textdesk.store.db import Database
+
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def login(client: TestClient, email: str, password: str = PASSWORD) -> TestClient:
+    page = client.get("/login")
+    token = _CSRF.search(page.text).group(1)  # type: ignore[union-attr]
+    client.post("/login", data={"email": email, "password": password, "csrf_token": token})
+    return client
+
+
+def test_pages_redirect_to_login(client: TestClient) -> None:
+    for path in ("/", "/home", "/contacts", "/settings"):
+        r = client.get(path, follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == "/login", path
+
+
+def test_login_and_logout(client: TestClient, acme: Org) -> None:
+    login(client, acme.owner.user.email)
+    home = client.get("/home")
+    assert home.status_code == 200
+    assert "Acme" in home.text and "Acme owner" in home.text
+    token = _CSRF.search(home.text).group(1)  # type: ignore[union-attr]
+    r = client.post("/logout", data={"csrf_token": token}, follow_redirects=False)
+    assert r.status_code == 303
+    assert client.get("/home", follow_redirects=False).status_code == 303
+
+
+def test_login_needs_the_form_token(client: TestClient, acme: Org) -> None:
+    client.get("/login")
+    r = client.post(
+        "/login",
+        data={"email": acme.owner.user.email, "password": PASSWORD, "csrf_token": "forged"},
+    )
+    assert r.status_code == 403
+    assert client.get("/home", follow_redirects=False).status_code == 303
+
+
+def test_wrong_password_then_rate_limit(client: TestClient, acme: Org) -> None:
+    for _ in range(5):
+        page = client.get("/login")
+        token = _CSRF.search(page.text).group(1)  # type: ignore[union-attr]
+        r = client.post(
+            "/login",
+            data={
+                "email": acme.agent.user.email,
+                "password": "nope-nope-nope",
+                "csrf_token": token,
+            },
+        )
+        assert r.status_code == 401 and "Wrong e-mail or password" in r.text
+    page = client.get("/login")
+    token = _CSRF.search(page.text).group(1)  # type: ignore[union-attr]
+    r = client.post(
+        "/login", data={"email": acme.agent.user.email, "password": PASSWORD, "csrf_token": token}
+    )
+    assert r.status_code == 429, "even the right password waits out the lockout"
+
+
+def test_state_change_needs_csrf(client: TestClient, acme: Org, db: Database) -> None:
+    login(client, acme.admin.user.email)
+    r = client.post("/settings/api-keys", data={"name": "forged"})
+    assert r.status_code == 403
+    r = client.post("/settings/api-keys", data={"name": "forged", "csrf_token": "wrong"})
+    assert r.status_code == 403
+    settings = client.get("/settings")
+    token = _CSRF.search(settings.text).group(1)  # type: ignore[union-attr]
+    r = client.post("/settings/api-keys", data={"name": "real"}, headers={"X-CSRF-Token": token})
+    assert r.status_code == 200 and 'data-testid="new-key"' in r.text
+
+
+def test_agent_sees_no_api_keys(client: TestClient, acme: Org) -> None:
+    login(client, acme.agent.user.email)
+    page = client.get("/settings")
+    assert page.status_code == 200 and "API keys" not in page.text
+    token = _CSRF.search(page.text).group(1)  # type: ignore[union-attr]
+    r = client.post("/settings/api-keys", data={"name": "x", "csrf_token": token})
+    assert r.status_code == 200 and "admin role" in r.text
+
+
+def test_htmx_request_without_session_gets_hx_redirect(client: TestClient) -> None:
+    r = client.get("/home", headers={"HX-Request": "true"}, follow_redirects=False)
+    assert r.status_code == 401 and r.headers["HX-Redirect"] == "/login"
+
+
+def test_no_third_party_assets(client: TestClient) -> None:
+    page = client.get("/login")
+    assert "http://" not in page.text and "https://" not in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert client.get("/static/vendor/htmx.min.js").status_code == 200
+    assert client.get("/static/vendor/htmx-ext-sse.js").status_code == 200
