@@ -79,6 +79,15 @@ def serve() -> None:
     _serve(settings, db)
 
 
+@app.command()
+def worker() -> None:
+    """Run the delivery worker (dispatches queued messages to providers)."""
+    from textdesk.delivery.worker import run_worker
+
+    settings, db = _setup()
+    run_worker(settings, db)
+
+
 @app.command("demo")
 def demo_command(
     serve_after: Annotated[

@@ -76,6 +76,39 @@ class Settings(BaseSettings):
     embedded_worker: bool = Field(
         default=True, description="Run the delivery worker inside `textdesk serve`."
     )
+    simulator_enabled: bool = Field(
+        default=True, description="Serve the built-in carrier simulator under /simulator."
+    )
+    delivery_concurrency: int = Field(
+        default=128, ge=1, le=5000, description="Provider calls in flight per worker process."
+    )
+    delivery_batch_size: int = Field(
+        default=200, ge=1, le=5000, description="Most messages one claim takes."
+    )
+    delivery_lease_seconds: int = Field(
+        default=60, ge=5, description="How long a claimed message stays a worker's own."
+    )
+    delivery_max_attempts: int = Field(
+        default=5, ge=1, le=50, description="Sends tried before a retryable error fails."
+    )
+    delivery_poll_seconds: float = Field(
+        default=1.0, gt=0, le=60, description="Longest idle wait between outbox checks."
+    )
+    provider_timeout_seconds: float = Field(
+        default=15.0, gt=0, le=120, description="Timeout of one provider call."
+    )
+    message_validity_hours: float = Field(
+        default=10.0, gt=0, le=72, description="A message not sent within this window expires."
+    )
+    contact_spacing_seconds: int = Field(
+        default=0, ge=0, description="Least time between two messages to the same contact."
+    )
+    circuit_breaker_failures: int = Field(
+        default=10, ge=1, description="Consecutive provider failures that pause a channel."
+    )
+    circuit_breaker_pause_seconds: int = Field(
+        default=60, ge=1, description="How long a tripped channel stays paused."
+    )
 
     @field_validator("log_level")
     @classmethod

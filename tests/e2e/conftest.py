@@ -91,8 +91,10 @@ def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoServer
             proc.kill()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def browser() -> Iterator[Browser]:
+    """Per test: sync Playwright runs an event loop in this thread while it is open, which
+    would break every later test of the same worker that starts its own loop."""
     if not Path(CHROMIUM).exists():
         message = (
             "Debian's chromium is not installed (make test installs it: scripts/ensure-chromium.sh)"

@@ -16,8 +16,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import Org
-from textdesk.services import accounts, auth, campaigns, channels, contacts
+from textdesk.services import accounts, auth, campaigns, channels, contacts, messaging
 from textdesk.services.contacts import ContactInput
+from textdesk.settings import Settings
 from textdesk.store.db import Database
 
 
@@ -28,9 +29,10 @@ class Objects:
     channel_id: int
     contact_id: int
     campaign_id: int
+    message_id: int
 
 
-def _acme_objects(db: Database, acme: Org) -> Objects:
+def _acme_objects(db: Database, acme: Org, settings: Settings) -> Objects:
     admin = acme.admin.principal
     channel = channels.create_channel(
         db, admin, name="Main", provider="simulator", phone="+12015550100"
@@ -40,7 +42,10 @@ def _acme_objects(db: Database, acme: Org) -> Objects:
     )
     campaign = campaigns.create_campaign(db, admin, name="Acme spring", script="Hi {first_name}")
     key_id = auth.list_api_keys(db, admin)[0].id
-    return Objects(acme.agent.user.id, key_id, channel.id, contact.id, campaign.id)
+    message = messaging.send_message(
+        db, settings, admin, contact_id=contact.id, body="Secret message"
+    ).message
+    return Objects(acme.agent.user.id, key_id, channel.id, contact.id, campaign.id, message.id)
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,9 @@ CASES: dict[tuple[str, str], Case] = {
         Case("GET", "/api/v1/contacts/{contact_id}"),
         Case("PUT", "/api/v1/contacts/{contact_id}", body=lambda o: dict(CONTACT_BODY)),
         Case("DELETE", "/api/v1/contacts/{contact_id}"),
+        Case("GET", "/api/v1/messages", collection=True),
+        Case("POST", "/api/v1/messages", body=lambda o: {"contact_id": o.contact_id, "body": "x"}),
+        Case("GET", "/api/v1/messages/{message_id}"),
         Case("GET", "/api/v1/campaigns", collection=True),
         Case(
             "POST",
@@ -120,10 +128,10 @@ def test_every_route_has_a_case(client: TestClient) -> None:
 
 @pytest.mark.parametrize("key", sorted(CASES))
 def test_outsider_cannot_reach_acme(
-    key: str, client: TestClient, db: Database, acme: Org, globex: Org
+    key: str, client: TestClient, db: Database, settings: Settings, acme: Org, globex: Org
 ) -> None:
     case = CASES[key]
-    objs = _acme_objects(db, acme)
+    objs = _acme_objects(db, acme, settings)
     path = case.path.format(**vars(objs))
     body = case.body(objs) if case.body else None
     response = client.request(case.method, path, json=body, headers=globex.admin.headers)

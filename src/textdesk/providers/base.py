@@ -4,7 +4,10 @@
 
     ProviderError(code, message, retryable, retry_after)   a send or lookup failed
     ├── Throttled          retryable; the provider said slow down (HTTP 429, SMPP ESME_RTHROTTLED)
-    ├── TemporaryFailure   retryable; timeouts, 5xx, connection errors, SMPP bind lost
+    ├── TemporaryFailure   retryable; 5xx, connection refused, SMPP not bound
+    │   └── AmbiguousFailure  the request may have reached the provider (read timeout, connection
+    │                         dropped after sending): re-sent only where the provider
+    │                         de-duplicates by our idempotency key, otherwise ``unknown``
     ├── PermanentFailure   not retryable; bad request, rejected content, carrier block
     │   ├── InvalidNumber  the destination is not a reachable mobile number
     │   └── OptedOut       the recipient opted out at the provider (Twilio 21610, Telnyx 40300)
@@ -47,6 +50,10 @@ class Throttled(ProviderError):
 
 class TemporaryFailure(ProviderError):
     retryable = True
+
+
+class AmbiguousFailure(TemporaryFailure):
+    pass
 
 
 class PermanentFailure(ProviderError):

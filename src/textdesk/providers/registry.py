@@ -1,7 +1,8 @@
 """The list of providers. Nothing else imports a provider package directly.
 
-Each provider package exposes ``create(config, context, http) -> Provider`` and
-``validate_config(config) -> dict`` (raises ``ValueError`` naming the missing or bad key).
+Each provider package exposes ``create(config, context, http) -> Provider``,
+``validate_config(config) -> dict`` (raises ``ValueError`` naming the missing or bad key) and
+``PROVIDER_CLASS`` (the adapter class, for its class-level facts).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ class _ProviderModule(Protocol):
 
     def validate_config(self, config: Mapping[str, Any]) -> dict[str, Any]: ...
 
+    PROVIDER_CLASS: type[Provider]
+
 
 def _module(name: str) -> _ProviderModule:
     try:
@@ -46,3 +49,13 @@ def create(
 
 def validate_config(name: str, config: Mapping[str, Any]) -> dict[str, Any]:
     return _module(name).validate_config(config)
+
+
+def dedupes_by_idempotency_key(name: str) -> bool:
+    """Whether re-sending a message with the same key is safe with this provider."""
+    try:
+        module = _module(name)
+    except ImportError:  # an optional provider whose package is not installed
+        return False
+    cls = getattr(module, "PROVIDER_CLASS", None)
+    return bool(getattr(cls, "dedupes_by_idempotency_key", False))

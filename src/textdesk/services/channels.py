@@ -52,6 +52,8 @@ class Channel:
     number_type: NumberType
     rate_per_second: float
     is_active: bool
+    paused_until: datetime | None
+    pause_reason: str | None
     created_at: datetime
 
     @classmethod
@@ -67,6 +69,8 @@ class Channel:
             number_type=number_type,
             rate_per_second=m["rate_per_second"] or DEFAULT_RATE[number_type],
             is_active=m["is_active"],
+            paused_until=m["paused_until"],
+            pause_reason=m["pause_reason"],
             created_at=m["created_at"],
         )
 

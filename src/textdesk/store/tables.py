@@ -159,8 +159,51 @@ channels = sa.Table(
     # Provider credentials and options; never logged, never returned by the API.
     sa.Column("config", Json, nullable=False, server_default="{}"),
     sa.Column("is_active", sa.Boolean(), nullable=False, server_default=sa.true()),
+    # Circuit breaker: a provider that keeps failing pauses its channel (visible to admins).
+    sa.Column("consecutive_failures", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("paused_until", UTCDateTime()),
+    sa.Column("pause_reason", sa.Text()),
     _created(),
     sa.UniqueConstraint("org_id", "phone_e164"),
+)
+
+# GCRA state per sender number: the theoretical arrival time of the next segment. Kept in the
+# database so the rate holds across every worker process.
+channel_throttle = sa.Table(
+    "channel_throttle",
+    metadata,
+    sa.Column(
+        "channel_id", BigId, sa.ForeignKey("channels.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("tat", UTCDateTime(), nullable=False),
+)
+
+# Segments handed to providers per organization per UTC day (carrier daily brand caps).
+org_daily_usage = sa.Table(
+    "org_daily_usage",
+    metadata,
+    sa.Column(
+        "org_id", BigId, sa.ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("day", sa.Date(), primary_key=True),
+    sa.Column("segments", sa.Integer(), nullable=False, server_default="0"),
+)
+
+# Delivery reports whose provider id matches no message yet (an SMPP receipt can beat the
+# submit response; a crash can lose the id). Applied when the id is stored, else kept as evidence.
+orphan_reports = sa.Table(
+    "orphan_reports",
+    metadata,
+    _id(),
+    sa.Column(
+        "channel_id", BigId, sa.ForeignKey("channels.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("provider_message_id", sa.String(200), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("error_code", sa.String(64)),
+    sa.Column("error_detail", sa.Text()),
+    _created(),
+    sa.Index("ix_orphan_reports_channel_provider_id", "channel_id", "provider_message_id"),
 )
 
 contacts = sa.Table(
@@ -190,12 +233,9 @@ conversations = sa.Table(
     metadata,
     _id(),
     _org(),
+    # One thread per contact per organization; its channel is the contact's sticky sender.
     sa.Column(
-        "contact_id",
-        BigId,
-        sa.ForeignKey("contacts.id", ondelete="CASCADE"),
-        nullable=False,
-        index=True,
+        "contact_id", BigId, sa.ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False
     ),
     sa.Column("channel_id", BigId, sa.ForeignKey("channels.id", ondelete="SET NULL")),
     sa.Column("assignee_id", BigId, sa.ForeignKey("users.id", ondelete="SET NULL")),
@@ -203,6 +243,7 @@ conversations = sa.Table(
     sa.Column("unread_count", sa.Integer(), nullable=False, server_default="0"),
     sa.Column("last_message_at", UTCDateTime()),
     _created(),
+    sa.UniqueConstraint("org_id", "contact_id"),
     sa.Index("ix_conversations_org_status_last", "org_id", "status", "last_message_at"),
 )
 
@@ -211,9 +252,7 @@ messages = sa.Table(
     metadata,
     _id(),
     _org(),
-    sa.Column(
-        "conversation_id", BigId, sa.ForeignKey("conversations.id", ondelete="CASCADE"), index=True
-    ),
+    sa.Column("conversation_id", BigId, sa.ForeignKey("conversations.id", ondelete="CASCADE")),
     sa.Column(
         "contact_id", BigId, sa.ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False
     ),
@@ -246,8 +285,21 @@ messages = sa.Table(
     sa.Column("sent_at", UTCDateTime()),
     sa.Column("delivered_at", UTCDateTime()),
     sa.UniqueConstraint("org_id", "idempotency_key"),
-    sa.Index("ix_messages_dispatch", "status", "priority", "send_after"),
+    # The outbox claim: queued messages of one channel, most urgent first.
+    sa.Index("ix_messages_outbox", "status", "channel_id", "priority", "id"),
+    sa.Index("ix_messages_status_due", "status", "send_after"),
+    sa.Index("ix_messages_status_lease", "status", "lease_until"),
     sa.Index("ix_messages_provider_id", "channel_id", "provider_message_id"),
+    # Providers retry inbound callbacks; the database refuses to store one twice.
+    sa.Index(
+        "uq_messages_inbound_provider_id",
+        "channel_id",
+        "provider_message_id",
+        unique=True,
+        sqlite_where=sa.text("direction = 'in'"),
+        postgresql_where=sa.text("direction = 'in'"),
+    ),
+    sa.Index("ix_messages_conversation_created", "conversation_id", "created_at"),
     sa.Index("ix_messages_contact_created", "contact_id", "created_at"),
 )
 

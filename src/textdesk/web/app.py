@@ -6,14 +6,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import httpx
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from textdesk import __version__
+from textdesk.delivery.worker import EmbeddedWorker
+from textdesk.providers.simulator.config import SimulatorConfig
 from textdesk.settings import Settings
 from textdesk.store.db import Database
-from textdesk.web import api, problems, ui
+from textdesk.web import api, problems, ui, webhooks
 
 STATIC = Path(__file__).parent / "static"
 
@@ -24,14 +27,34 @@ _CSP = (
 )
 
 
-def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
+async def carrier_close(carrier: FastAPI) -> None:
+    state = getattr(carrier.state, "carrier", None)
+    if state is not None:
+        await state.aclose()
+
+
+def create_app(
+    settings: Settings, db: Database | None = None, *, simulator: SimulatorConfig | None = None
+) -> FastAPI:
+    """The app. ``db`` and ``simulator`` let tests and benchmarks hand in their own."""
     database = db or Database.from_settings(settings)
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-        if db is None:
-            database.dispose()
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.http = httpx.AsyncClient(timeout=settings.provider_timeout_seconds)
+        worker = EmbeddedWorker(settings, database) if settings.embedded_worker else None
+        if worker is not None:
+            worker.start()
+        try:
+            yield
+        finally:
+            if worker is not None:
+                await worker.stop()
+            await app.state.http.aclose()
+            if carrier is not None:
+                await carrier_close(carrier)
+            if db is None:
+                database.dispose()
 
     app = FastAPI(
         title="textdesk",
@@ -44,6 +67,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.db = database
+    app.state.webhook_adapters = webhooks._Adapters()
 
     problems.install(app)
 
@@ -76,7 +100,14 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
         return JSONResponse({"status": "ok", "database": database.dialect, "version": __version__})
 
     app.include_router(api.router())
+    app.include_router(webhooks.router)
     app.include_router(ui.router)
+    carrier = None
+    if settings.simulator_enabled:
+        from textdesk.providers.simulator.carrier import create_carrier_app
+
+        carrier = create_carrier_app(simulator)
+        app.mount("/simulator", carrier)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     return app

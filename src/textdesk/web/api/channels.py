@@ -23,6 +23,8 @@ class ChannelOut(BaseModel):
     number_type: NumberType
     rate_per_second: float
     is_active: bool
+    paused_until: datetime | None = Field(description="set while the circuit breaker holds it")
+    pause_reason: str | None
     created_at: datetime
 
 

@@ -117,6 +117,9 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("is_active", sa.Boolean(), server_default=sa.true(), nullable=False),
+        sa.Column("consecutive_failures", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("paused_until", UTCDateTime(), nullable=True),
+        sa.Column("pause_reason", sa.Text(), nullable=True),
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["org_id"],
@@ -167,6 +170,19 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_contacts")),
         sa.UniqueConstraint("org_id", "phone_e164", name=op.f("uq_contacts_org_id_phone_e164")),
+    )
+    op.create_table(
+        "org_daily_usage",
+        sa.Column("org_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("segments", sa.Integer(), server_default="0", nullable=False),
+        sa.ForeignKeyConstraint(
+            ["org_id"],
+            ["organizations.id"],
+            name=op.f("fk_org_daily_usage_org_id_organizations"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("org_id", "day", name=op.f("pk_org_daily_usage")),
     )
     op.create_table(
         "users",
@@ -261,6 +277,20 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_campaigns")),
     )
     op.create_table(
+        "channel_throttle",
+        sa.Column(
+            "channel_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("tat", UTCDateTime(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["channel_id"],
+            ["channels.id"],
+            name=op.f("fk_channel_throttle_channel_id_channels"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("channel_id", name=op.f("pk_channel_throttle")),
+    )
+    op.create_table(
         "conversations",
         sa.Column(
             "id",
@@ -307,14 +337,45 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_conversations")),
+        sa.UniqueConstraint(
+            "org_id", "contact_id", name=op.f("uq_conversations_org_id_contact_id")
+        ),
     )
     with op.batch_alter_table("conversations", schema=None) as batch_op:
         batch_op.create_index(
-            batch_op.f("ix_conversations_contact_id"), ["contact_id"], unique=False
-        )
-        batch_op.create_index(
             "ix_conversations_org_status_last",
             ["org_id", "status", "last_message_at"],
+            unique=False,
+        )
+
+    op.create_table(
+        "orphan_reports",
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column(
+            "channel_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("provider_message_id", sa.String(length=200), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("error_code", sa.String(length=64), nullable=True),
+        sa.Column("error_detail", sa.Text(), nullable=True),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["channel_id"],
+            ["channels.id"],
+            name=op.f("fk_orphan_reports_channel_id_channels"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_orphan_reports")),
+    )
+    with op.batch_alter_table("orphan_reports", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_orphan_reports_channel_provider_id",
+            ["channel_id", "provider_message_id"],
             unique=False,
         )
 
@@ -436,13 +497,22 @@ def upgrade() -> None:
             "ix_messages_contact_created", ["contact_id", "created_at"], unique=False
         )
         batch_op.create_index(
-            batch_op.f("ix_messages_conversation_id"), ["conversation_id"], unique=False
+            "ix_messages_conversation_created", ["conversation_id", "created_at"], unique=False
         )
         batch_op.create_index(
-            "ix_messages_dispatch", ["status", "priority", "send_after"], unique=False
+            "ix_messages_outbox", ["status", "channel_id", "priority", "id"], unique=False
         )
         batch_op.create_index(
             "ix_messages_provider_id", ["channel_id", "provider_message_id"], unique=False
+        )
+        batch_op.create_index("ix_messages_status_due", ["status", "send_after"], unique=False)
+        batch_op.create_index("ix_messages_status_lease", ["status", "lease_until"], unique=False)
+        batch_op.create_index(
+            "uq_messages_inbound_provider_id",
+            ["channel_id", "provider_message_id"],
+            unique=True,
+            sqlite_where=sa.text("direction = 'in'"),
+            postgresql_where=sa.text("direction = 'in'"),
         )
 
     op.create_table(
@@ -546,9 +616,16 @@ def downgrade() -> None:
 
     op.drop_table("consent_events")
     with op.batch_alter_table("messages", schema=None) as batch_op:
+        batch_op.drop_index(
+            "uq_messages_inbound_provider_id",
+            sqlite_where=sa.text("direction = 'in'"),
+            postgresql_where=sa.text("direction = 'in'"),
+        )
+        batch_op.drop_index("ix_messages_status_lease")
+        batch_op.drop_index("ix_messages_status_due")
         batch_op.drop_index("ix_messages_provider_id")
-        batch_op.drop_index("ix_messages_dispatch")
-        batch_op.drop_index(batch_op.f("ix_messages_conversation_id"))
+        batch_op.drop_index("ix_messages_outbox")
+        batch_op.drop_index("ix_messages_conversation_created")
         batch_op.drop_index("ix_messages_contact_created")
 
     op.drop_table("messages")
@@ -556,14 +633,19 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_user_sessions_user_id"))
 
     op.drop_table("user_sessions")
+    with op.batch_alter_table("orphan_reports", schema=None) as batch_op:
+        batch_op.drop_index("ix_orphan_reports_channel_provider_id")
+
+    op.drop_table("orphan_reports")
     with op.batch_alter_table("conversations", schema=None) as batch_op:
         batch_op.drop_index("ix_conversations_org_status_last")
-        batch_op.drop_index(batch_op.f("ix_conversations_contact_id"))
 
     op.drop_table("conversations")
+    op.drop_table("channel_throttle")
     op.drop_table("campaigns")
     op.drop_table("api_keys")
     op.drop_table("users")
+    op.drop_table("org_daily_usage")
     op.drop_table("contacts")
     op.drop_table("channels")
     with op.batch_alter_table("audit_log", schema=None) as batch_op:

@@ -1,0 +1,348 @@
+"""The dispatcher: claims due messages and keeps many provider calls in flight.
+
+One asyncio loop per worker process. Database work runs in threads (``asyncio.to_thread``);
+provider calls are async (one shared ``httpx.AsyncClient``). Outcomes are written in batches,
+so a thousand sends a second cost tens of transactions, not thousands.
+
+Stopping (SIGTERM, or the server shutting down) stops claiming, waits for the calls in
+flight, writes their outcomes and returns. A message claimed but not finished when the process
+is killed outright is left to the lease reaper (``outbox.reap``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+
+from textdesk.delivery import outbox, wakeup
+from textdesk.delivery.outbox import Claimed, Failed, Outcome, Retry, Sent, Unknown
+from textdesk.httpclient import provider_client
+from textdesk.providers import registry
+from textdesk.providers.base import (
+    AmbiguousFailure,
+    AuthFailure,
+    ChannelContext,
+    InboundSms,
+    OptedOut,
+    OutboundSms,
+    Provider,
+    ProviderError,
+    StatusReport,
+    TemporaryFailure,
+)
+from textdesk.services import messaging
+from textdesk.settings import Settings
+from textdesk.store.db import Database
+from textdesk.store.tables import channels, utcnow
+
+log = logging.getLogger(__name__)
+
+HOUSEKEEPING_SECONDS = 5.0
+FLUSH_SECONDS = 0.02
+FLUSH_SIZE = 200
+
+
+def webhook_url(base_url: str, provider: str, channel_id: int, kind: str) -> str:
+    return f"{base_url}/webhooks/{provider}/{channel_id}/{kind}"
+
+
+@dataclass
+class _Channel:
+    provider: Provider
+    name: str
+    sender: str
+    loaded_at: float
+    fingerprint: str
+
+
+#: Providers that hold a connection open and receive over it (inbound, receipts): their
+#: adapters are started for every active channel, not only when something is sent.
+PERSISTENT = frozenset({"smpp"})
+
+
+class _Sink:
+    """Receives what persistent-connection providers (SMPP) push, and stores it."""
+
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self._db = db
+        self._settings = settings
+
+    async def inbound(self, channel_id: int, sms: InboundSms) -> None:
+        await asyncio.to_thread(
+            messaging.receive_inbound, self._db, self._settings, channel_id, sms
+        )
+
+    async def status(self, channel_id: int, report: StatusReport) -> None:
+        await asyncio.to_thread(
+            messaging.apply_status, self._db, channel_id, report, actor="provider:smpp"
+        )
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        *,
+        http: httpx.AsyncClient | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._own_http = http is None
+        self._http = http or provider_client(
+            settings.delivery_concurrency, settings.provider_timeout_seconds
+        )
+        self._channels: dict[int, _Channel] = {}
+        self._sink = _Sink(db, settings)
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._outcomes: list[Outcome] = []
+        self._failures: dict[int, int] = {}
+        self._wake = asyncio.Event()
+        self.sent = 0
+
+    @property
+    def actor(self) -> str:
+        return f"worker:{self.worker_id}"
+
+    # --- providers -------------------------------------------------------------------------
+
+    async def _channel(self, channel_id: int) -> _Channel:
+        cached = self._channels.get(channel_id)
+        if cached is not None and time.monotonic() - cached.loaded_at < 60:
+            return cached
+        row = await asyncio.to_thread(self._load_channel, channel_id)
+        fingerprint = json.dumps(
+            [row.provider, row.phone_e164, row.config], sort_keys=True, default=str
+        )
+        if cached is not None and cached.fingerprint == fingerprint:
+            # Unchanged: keep the adapter (an SMPP bind is not torn down every minute).
+            cached.loaded_at = time.monotonic()
+            return cached
+        context = ChannelContext(
+            channel_id=channel_id,
+            sender=row.phone_e164,
+            base_url=self.settings.base_url,
+            sink=self._sink,
+        )
+        provider = registry.create(row.provider, row.config or {}, context, self._http)
+        if cached is not None:
+            await _close(cached.provider)
+        entry = _Channel(provider, row.provider, row.phone_e164, time.monotonic(), fingerprint)
+        self._channels[channel_id] = entry
+        return entry
+
+    def _persistent_channels(self) -> list[int]:
+        with self.db.read() as conn:
+            return list(
+                conn.execute(
+                    sa.select(channels.c.id).where(
+                        channels.c.is_active, channels.c.provider.in_(sorted(PERSISTENT))
+                    )
+                ).scalars()
+            )
+
+    def _load_channel(self, channel_id: int) -> Any:
+        with self.db.read() as conn:
+            return conn.execute(sa.select(channels).where(channels.c.id == channel_id)).one()
+
+    def resend_safe_providers(self) -> list[str]:
+        return [name for name in registry.PROVIDERS if registry.dedupes_by_idempotency_key(name)]
+
+    # --- sending ---------------------------------------------------------------------------
+
+    async def _send(self, claimed: Claimed) -> None:
+        outcome: Outcome
+        try:
+            channel = await self._channel(claimed.channel_id)
+            sms = OutboundSms(
+                message_id=claimed.id,
+                sender=channel.sender,
+                to=claimed.to,
+                body=claimed.body,
+                idempotency_key=claimed.idempotency_key,
+                status_callback_url=webhook_url(
+                    self.settings.base_url, channel.name, claimed.channel_id, "status"
+                ),
+                valid_until=claimed.valid_until,
+            )
+            result = await asyncio.wait_for(
+                channel.provider.send(sms), self.settings.provider_timeout_seconds + 5
+            )
+            outcome = Sent(claimed, result.provider_message_id, result.status, result.segments)
+            self._failures.pop(claimed.channel_id, None)
+        except (TimeoutError, AmbiguousFailure) as exc:
+            code = exc.code if isinstance(exc, ProviderError) else "timeout"
+            outcome = self._ambiguous(claimed, code, str(exc) or "no answer in time")
+            await self._unhealthy(claimed.channel_id, code)
+        except ProviderError as exc:
+            outcome = self._classify(claimed, exc)
+            if isinstance(exc, TemporaryFailure | AuthFailure):
+                await self._unhealthy(claimed.channel_id, exc.code)
+        except Exception as exc:  # an adapter bug must not lose the message: park it as unknown
+            log.exception("provider adapter failed on message %s", claimed.id)
+            outcome = Unknown(claimed, "adapter_error", f"{type(exc).__name__}: {exc}")
+        self._outcomes.append(outcome)
+        if len(self._outcomes) >= FLUSH_SIZE:
+            await self._flush()
+
+    def _ambiguous(self, claimed: Claimed, code: str, detail: str) -> Outcome:
+        channel = self._channels.get(claimed.channel_id)
+        if channel is not None and type(channel.provider).dedupes_by_idempotency_key:
+            return self._retry_or_fail(claimed, code, detail, None)
+        return Unknown(claimed, code, detail)
+
+    def _classify(self, claimed: Claimed, exc: ProviderError) -> Outcome:
+        if exc.retryable:
+            return self._retry_or_fail(claimed, exc.code, exc.message, exc.retry_after)
+        return Failed(claimed, exc.code, exc.message, opted_out=isinstance(exc, OptedOut))
+
+    def _retry_or_fail(
+        self, claimed: Claimed, code: str, detail: str, retry_after: float | None
+    ) -> Outcome:
+        if claimed.attempts >= self.settings.delivery_max_attempts:
+            return Failed(claimed, code, f"gave up after {claimed.attempts} attempts: {detail}")
+        delay = outbox.backoff(claimed.attempts, retry_after=retry_after)
+        return Retry(claimed, code, detail, utcnow() + timedelta(seconds=delay))
+
+    async def _unhealthy(self, channel_id: int, code: str) -> None:
+        count = self._failures.get(channel_id, 0) + 1
+        self._failures[channel_id] = count
+        if count >= self.settings.circuit_breaker_failures:
+            self._failures[channel_id] = 0
+            await asyncio.to_thread(self._pause, channel_id, code, count)
+
+    def _pause(self, channel_id: int, code: str, count: int) -> None:
+        until = utcnow() + timedelta(seconds=self.settings.circuit_breaker_pause_seconds)
+        reason = f"paused after {count} consecutive provider failures (last: {code})"
+        log.warning("channel %s %s", channel_id, reason)
+        with self.db.write() as conn:
+            conn.execute(
+                sa.update(channels)
+                .where(channels.c.id == channel_id)
+                .values(paused_until=until, pause_reason=reason)
+            )
+
+    async def _flush(self) -> None:
+        batch, self._outcomes = self._outcomes, []
+        if not batch:
+            return
+        try:
+            await asyncio.to_thread(outbox.record, self.db, batch, actor=self.actor)
+        except BaseException:
+            self._outcomes = batch + self._outcomes  # nothing is lost: retried next flush
+            raise
+        self.sent += sum(1 for o in batch if isinstance(o, Sent))
+
+    # --- the loop --------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        wakeup.subscribe(loop, self._wake)
+        listener = None
+        if self.db.dialect == "postgresql":
+            listener = wakeup.PgListener(self._dsn())
+            listener.start()
+        flusher = asyncio.create_task(self._flush_loop(stop))
+        next_housekeeping = 0.0
+        log.info("delivery worker %s started", self.worker_id)
+        try:
+            while not stop.is_set():
+                if time.monotonic() >= next_housekeeping:
+                    await self._housekeeping()
+                    next_housekeeping = time.monotonic() + HOUSEKEEPING_SECONDS
+                room = self.settings.delivery_concurrency - len(self._inflight)
+                wait = self.settings.delivery_poll_seconds
+                if room > 0:
+                    self._wake.clear()
+                    result = await asyncio.to_thread(
+                        outbox.claim,
+                        self.db,
+                        self.settings,
+                        worker_id=self.worker_id,
+                        limit=min(room, self.settings.delivery_batch_size),
+                    )
+                    for claimed in result.claimed:
+                        task = asyncio.create_task(self._send(claimed))
+                        self._inflight.add(task)
+                        task.add_done_callback(self._inflight.discard)
+                    if result.claimed:
+                        continue  # there may be more: claim again at once
+                    if result.next_in is not None:
+                        wait = min(wait, max(0.005, result.next_in))
+                else:
+                    # Full: wait for a call to finish (or a wake-up) before claiming more.
+                    wait = 0.01
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wait_any(stop), timeout=wait)
+        finally:
+            if self._inflight:
+                await asyncio.gather(*self._inflight, return_exceptions=True)
+            await self._flush()
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+            wakeup.unsubscribe(self._wake)
+            if listener is not None:
+                listener.stop()
+            for channel in self._channels.values():
+                await _close(channel.provider)
+            if self._own_http:
+                await self._http.aclose()
+            log.info("delivery worker %s stopped", self.worker_id)
+
+    async def _wait_any(self, stop: asyncio.Event) -> None:
+        waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+
+    async def _flush_loop(self, stop: asyncio.Event) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS)
+            try:
+                await self._flush()
+            except Exception:  # keep the batch's outcomes for the next try
+                log.exception("writing send outcomes failed; will retry")
+
+    async def _housekeeping(self) -> None:
+        try:
+            for channel_id in await asyncio.to_thread(self._persistent_channels):
+                await self._channel(channel_id)
+            requeued, lost = await asyncio.to_thread(
+                outbox.reap,
+                self.db,
+                resend_providers=self.resend_safe_providers(),
+                actor=self.actor,
+            )
+            if requeued or lost:
+                log.warning("lease expired: %d re-queued, %d marked unknown", requeued, lost)
+            await asyncio.to_thread(outbox.promote_and_expire, self.db, actor=self.actor)
+        except Exception:
+            log.exception("outbox housekeeping failed")
+
+    def _dsn(self) -> str:
+        url = self.db.engine.url.set(drivername="postgresql")
+        return url.render_as_string(hide_password=False)
+
+
+async def _close(provider: Provider) -> None:
+    closer = getattr(provider, "aclose", None)
+    if closer is not None:
+        with contextlib.suppress(Exception):
+            await closer()

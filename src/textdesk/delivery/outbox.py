@@ -1,0 +1,681 @@
+"""The outbox: claim due messages under a lease, record what providers answered, and take
+care of messages whose worker died.
+
+A claim is one write transaction per channel. PostgreSQL: ``FOR UPDATE SKIP LOCKED`` on the
+candidate rows, so workers never block on (or double-claim) each other's messages, and a row
+lock on the channel's throttle row, so the send rate holds across processes. SQLite: the same
+statements under ``BEGIN IMMEDIATE``, which makes the whole claim exclusive.
+
+Claimed messages are committed as ``sending`` before any provider is called. If the worker
+dies, the lease runs out (``reap``): the message becomes ``unknown`` and is never re-sent
+blindly, unless its provider de-duplicates by our idempotency key, in which case re-sending
+is safe and it goes back to ``queued``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from textdesk.domain.states import MessageStatus
+from textdesk.services import compliance, consent
+from textdesk.services.compliance import Recipient, Verdict
+from textdesk.services.messaging import add_events, apply_orphans, event_row, lock_provider_ids
+from textdesk.settings import Settings
+from textdesk.store.db import Database
+from textdesk.store.tables import (
+    channel_throttle,
+    channels,
+    contacts,
+    messages,
+    org_daily_usage,
+    organizations,
+    utcnow,
+)
+
+S = MessageStatus
+DEFAULT_RATE = {"10dlc": 1.0, "toll_free": 3.0, "short_code": 100.0, "smpp": 10.0, "other": 1.0}
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: int
+    org_id: int
+    channel_id: int
+    to: str
+    body: str
+    attempts: int
+    idempotency_key: str
+    valid_until: datetime | None
+    segments: int
+
+
+@dataclass
+class ClaimResult:
+    claimed: list[Claimed] = field(default_factory=list)
+    #: Seconds until some throttled channel may send again (None: nothing waits on a rate).
+    next_in: float | None = None
+
+
+def gcra_budget(tat: datetime, now: datetime, rate: float, burst: float) -> int:
+    """Segments a channel may send now under a GCRA with ``burst`` segments of tolerance."""
+    interval = 1.0 / rate
+    ahead = max(0.0, (tat - now).total_seconds())  # how far the schedule runs ahead of now
+    return max(0, math.floor(burst - ahead / interval + 1e-9))
+
+
+def _burst(rate: float) -> float:
+    # One second's worth of segments may go at once (at least one), which keeps the long-run
+    # rate exact while letting a batch fill the provider's own window.
+    return max(1.0, rate)
+
+
+def _lock_throttle(conn: Connection, channel_id: int, now: datetime) -> datetime | None:
+    """The channel's throttle state, locked for this transaction (None: another worker has it)."""
+    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(
+        channel_throttle
+    )
+    conn.execute(insert.values(channel_id=channel_id, tat=now).on_conflict_do_nothing())
+    query = sa.select(channel_throttle.c.tat).where(channel_throttle.c.channel_id == channel_id)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    row = conn.execute(query).first()
+    return None if row is None else row.tat
+
+
+def _daily_remaining(conn: Connection, org_id: int, day: date) -> int | None:
+    org_settings = conn.execute(
+        sa.select(organizations.c.settings).where(organizations.c.id == org_id)
+    ).scalar_one()
+    cap = (org_settings or {}).get("daily_cap")
+    if not cap:
+        return None
+    used = conn.execute(
+        sa.select(org_daily_usage.c.segments).where(
+            org_daily_usage.c.org_id == org_id, org_daily_usage.c.day == day
+        )
+    ).scalar()
+    return max(0, int(cap) - int(used or 0))
+
+
+def _add_usage(conn: Connection, org_id: int, day: date, segments: int) -> None:
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(org_daily_usage).values(org_id=org_id, day=day, segments=segments)
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["org_id", "day"],
+            set_={"segments": org_daily_usage.c.segments + segments},
+        )
+    )
+
+
+def claim(db: Database, settings: Settings, *, worker_id: str, limit: int) -> ClaimResult:
+    """Claim up to ``limit`` due messages across all sendable channels."""
+    result = ClaimResult()
+    now = utcnow()
+    with db.read() as conn:
+        rows = conn.execute(
+            sa.select(channels.c.id, channels.c.number_type, channels.c.rate_per_second).where(
+                channels.c.is_active,
+                sa.or_(channels.c.paused_until.is_(None), channels.c.paused_until <= now),
+            )
+        ).all()
+    sendable = list(rows)
+    random.shuffle(sendable)  # no channel starves another when the limit is tight
+    for channel in sendable:
+        room = limit - len(result.claimed)
+        if room <= 0:
+            break
+        rate = channel.rate_per_second or DEFAULT_RATE.get(channel.number_type, 1.0)
+        with db.write() as conn:
+            got, wait = _claim_channel(conn, settings, channel.id, rate, room, worker_id)
+        result.claimed.extend(got)
+        if wait is not None:
+            result.next_in = wait if result.next_in is None else min(result.next_in, wait)
+    return result
+
+
+def _claim_channel(
+    conn: Connection,
+    settings: Settings,
+    channel_id: int,
+    rate: float,
+    room: int,
+    worker_id: str,
+) -> tuple[list[Claimed], float | None]:
+    now = utcnow()
+    tat = _lock_throttle(conn, channel_id, now)
+    if tat is None:
+        return [], None  # another worker is claiming this channel right now
+    budget = min(room, gcra_budget(tat, now, rate, _burst(rate)))
+    if budget <= 0:
+        return [], max(0.0, (tat - now).total_seconds() - (_burst(rate) - 1) / rate)
+    query = (
+        sa.select(
+            messages.c.id,
+            messages.c.org_id,
+            messages.c.body,
+            messages.c.attempts,
+            messages.c.segments,
+            messages.c.valid_until,
+            messages.c.purpose,
+            messages.c.idempotency_key,
+            contacts.c.phone_e164,
+            contacts.c.opted_out,
+            contacts.c.time_zone,
+            contacts.c.zip,
+            contacts.c.state,
+        )
+        .join(contacts, contacts.c.id == messages.c.contact_id)
+        .where(
+            messages.c.status == S.QUEUED,
+            messages.c.channel_id == channel_id,
+            sa.or_(messages.c.send_after.is_(None), messages.c.send_after <= now),
+        )
+        .order_by(messages.c.priority.desc(), messages.c.id)
+        .limit(budget)
+    )
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(of=messages, skip_locked=True)
+    rows = conn.execute(query).all()
+    if not rows:
+        return [], None
+
+    lease_until = now + timedelta(seconds=settings.delivery_lease_seconds)
+    day = now.date()
+    remaining: dict[int, int | None] = {}
+    claimed: list[Claimed] = []
+    blocked: list[tuple[Any, compliance.Decision, MessageStatus]] = []
+    deferred: list[tuple[Any, compliance.Decision]] = []
+    capped: list[int] = []
+    for row in rows:
+        # The gate again, at dispatch: the contact may have opted out since it was queued.
+        decision = compliance.evaluate(
+            Recipient.from_mapping(row._mapping),
+            purpose=row.purpose,
+            now=now,
+            valid_until=row.valid_until,
+        )
+        if row.valid_until is not None and row.valid_until <= now:
+            decision = compliance.Decision(
+                Verdict.BLOCK, "expired", "not sent: its validity window passed in the queue"
+            )
+        if decision.verdict is Verdict.BLOCK:
+            status = S.EXPIRED if decision.code == "expired" else S.BLOCKED
+            blocked.append((row, decision, status))
+            continue
+        if decision.verdict is Verdict.DEFER:
+            deferred.append((row, decision))
+            continue
+        if row.org_id not in remaining:
+            remaining[row.org_id] = _daily_remaining(conn, row.org_id, day)
+        left = remaining[row.org_id]
+        if left is not None:
+            if left < row.segments:
+                capped.append(row.id)
+                continue
+            remaining[row.org_id] = left - row.segments
+        claimed.append(
+            Claimed(
+                id=row.id,
+                org_id=row.org_id,
+                channel_id=channel_id,
+                to=row.phone_e164,
+                body=row.body,
+                attempts=row.attempts + 1,
+                idempotency_key=row.idempotency_key or f"td-{row.id}",
+                valid_until=row.valid_until,
+                segments=row.segments,
+            )
+        )
+
+    events: list[dict[str, Any]] = []
+    if claimed:
+        conn.execute(
+            sa.update(messages)
+            .where(messages.c.id.in_([c.id for c in claimed]))
+            .values(
+                status=S.SENDING,
+                lease_until=lease_until,
+                leased_by=worker_id,
+                attempts=messages.c.attempts + 1,
+                updated_at=now,
+            )
+        )
+        events += [
+            event_row(
+                org_id=c.org_id,
+                message_id=c.id,
+                from_status=S.QUEUED,
+                to_status=S.SENDING,
+                actor=f"worker:{worker_id}",
+                now=now,
+                reason="claimed",
+            )
+            for c in claimed
+        ]
+        per_org: dict[int, int] = defaultdict(int)
+        for c in claimed:
+            per_org[c.org_id] += c.segments
+        for org_id, segments in per_org.items():
+            if remaining.get(org_id) is not None:
+                _add_usage(conn, org_id, day, segments)
+        spent = sum(c.segments for c in claimed)
+        conn.execute(
+            sa.update(channel_throttle)
+            .where(channel_throttle.c.channel_id == channel_id)
+            .values(tat=max(tat, now) + timedelta(seconds=spent / rate))
+        )
+    for row, decision, status in blocked:
+        conn.execute(
+            sa.update(messages)
+            .where(messages.c.id == row.id)
+            .values(
+                status=status, gate_code=decision.code, gate_detail=decision.detail, updated_at=now
+            )
+        )
+        events.append(
+            event_row(
+                org_id=row.org_id,
+                message_id=row.id,
+                from_status=S.QUEUED,
+                to_status=status,
+                actor="system:gate",
+                now=now,
+                reason=decision.code,
+                detail=decision.detail,
+            )
+        )
+    for row, decision in deferred:
+        conn.execute(
+            sa.update(messages)
+            .where(messages.c.id == row.id)
+            .values(
+                status=S.PENDING,
+                send_after=decision.until,
+                gate_code=decision.code,
+                gate_detail=decision.detail,
+                updated_at=now,
+            )
+        )
+        events.append(
+            event_row(
+                org_id=row.org_id,
+                message_id=row.id,
+                from_status=S.QUEUED,
+                to_status=S.PENDING,
+                actor="system:gate",
+                now=now,
+                reason=decision.code,
+                detail=decision.detail,
+            )
+        )
+    if capped:
+        # Over the organization's daily cap: wait for the next UTC day instead of re-scanning.
+        tomorrow = datetime.combine(day + timedelta(days=1), time(), tzinfo=UTC)
+        conn.execute(
+            sa.update(messages)
+            .where(messages.c.id.in_(capped))
+            .values(
+                send_after=tomorrow,
+                gate_code="daily_cap",
+                gate_detail="held: the organization reached its daily message cap",
+                updated_at=now,
+            )
+        )
+    add_events(conn, events)
+    return claimed, None
+
+
+# --- results -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sent:
+    message: Claimed
+    provider_message_id: str
+    status: MessageStatus = S.SENT
+    segments: int | None = None
+
+
+@dataclass(frozen=True)
+class Retry:
+    message: Claimed
+    code: str
+    detail: str
+    retry_at: datetime
+
+
+@dataclass(frozen=True)
+class Failed:
+    message: Claimed
+    code: str
+    detail: str
+    opted_out: bool = False
+
+
+@dataclass(frozen=True)
+class Unknown:
+    """The provider may or may not have accepted it; never re-sent blindly."""
+
+    message: Claimed
+    code: str
+    detail: str
+
+
+Outcome = Sent | Retry | Failed | Unknown
+
+
+def record(db: Database, outcomes: Sequence[Outcome], *, actor: str) -> None:
+    """Store a batch of send outcomes in one transaction (one fsync for many messages)."""
+    if not outcomes:
+        return
+    now = utcnow()
+    events: list[dict[str, Any]] = []
+    with db.write() as conn:
+        sent = [o for o in outcomes if isinstance(o, Sent)]
+        if sent:
+            conn.execute(
+                sa.update(messages)
+                .where(
+                    messages.c.id == sa.bindparam("mid"),
+                    # Not IN (...): expanding parameters cannot be used with executemany.
+                    sa.or_(messages.c.status == S.SENDING, messages.c.status == S.UNKNOWN),
+                )
+                .values(
+                    status=sa.bindparam("new_status"),
+                    provider_message_id=sa.bindparam("pid"),
+                    segments=sa.func.coalesce(sa.bindparam("segs"), messages.c.segments),
+                    sent_at=now,
+                    delivered_at=sa.bindparam("delivered_at"),
+                    lease_until=None,
+                    updated_at=now,
+                ),
+                [
+                    {
+                        "mid": o.message.id,
+                        "new_status": o.status,
+                        "pid": o.provider_message_id,
+                        "segs": o.segments,
+                        "delivered_at": now if o.status == S.DELIVERED else None,
+                    }
+                    for o in sent
+                ],
+            )
+            events += [
+                event_row(
+                    org_id=o.message.org_id,
+                    message_id=o.message.id,
+                    from_status=S.SENDING,
+                    to_status=o.status,
+                    actor=actor,
+                    now=now,
+                    reason="accepted",
+                    detail=o.provider_message_id,
+                )
+                for o in sent
+            ]
+        for o in outcomes:
+            if isinstance(o, Retry):
+                conn.execute(
+                    sa.update(messages)
+                    .where(messages.c.id == o.message.id, messages.c.status == S.SENDING)
+                    .values(
+                        status=S.QUEUED,
+                        send_after=o.retry_at,
+                        lease_until=None,
+                        error_code=o.code,
+                        error_detail=o.detail,
+                        updated_at=now,
+                    )
+                )
+                events.append(
+                    event_row(
+                        org_id=o.message.org_id,
+                        message_id=o.message.id,
+                        from_status=S.SENDING,
+                        to_status=S.QUEUED,
+                        actor=actor,
+                        now=now,
+                        reason="retry",
+                        provider_code=o.code,
+                        detail=o.detail,
+                    )
+                )
+            elif isinstance(o, Unknown):
+                conn.execute(
+                    sa.update(messages)
+                    .where(messages.c.id == o.message.id, messages.c.status == S.SENDING)
+                    .values(
+                        status=S.UNKNOWN,
+                        lease_until=None,
+                        error_code=o.code,
+                        error_detail=o.detail,
+                        updated_at=now,
+                    )
+                )
+                events.append(
+                    event_row(
+                        org_id=o.message.org_id,
+                        message_id=o.message.id,
+                        from_status=S.SENDING,
+                        to_status=S.UNKNOWN,
+                        actor=actor,
+                        now=now,
+                        reason="ambiguous",
+                        provider_code=o.code,
+                        detail=o.detail,
+                    )
+                )
+            elif isinstance(o, Failed):
+                conn.execute(
+                    sa.update(messages)
+                    .where(messages.c.id == o.message.id, messages.c.status == S.SENDING)
+                    .values(
+                        status=S.FAILED,
+                        lease_until=None,
+                        error_code=o.code,
+                        error_detail=o.detail,
+                        updated_at=now,
+                    )
+                )
+                events.append(
+                    event_row(
+                        org_id=o.message.org_id,
+                        message_id=o.message.id,
+                        from_status=S.SENDING,
+                        to_status=S.FAILED,
+                        actor=actor,
+                        now=now,
+                        reason="provider_error",
+                        provider_code=o.code,
+                        detail=o.detail,
+                    )
+                )
+                if o.opted_out:
+                    consent.provider_opt_out(
+                        conn, o.message.org_id, o.message.to, o.message.id, o.code, now
+                    )
+        add_events(conn, events)
+        by_channel: dict[int, list[str]] = defaultdict(list)
+        for o in sent:
+            by_channel[o.message.channel_id].append(o.provider_message_id)
+        for channel_id, ids in sorted(by_channel.items()):
+            lock_provider_ids(conn, channel_id, ids)
+        for o in sent:
+            apply_orphans(
+                conn,
+                o.message.id,
+                o.message.org_id,
+                o.message.channel_id,
+                o.provider_message_id,
+                now,
+            )
+
+
+def backoff(
+    attempt: int, *, base: float = 2.0, cap: float = 300.0, retry_after: float | None = None
+) -> float:
+    """Seconds before attempt ``attempt + 1``: exponential with full jitter, never below a
+    provider's Retry-After."""
+    delay = random.uniform(0, min(cap, base * 2 ** (attempt - 1)))  # noqa: S311 - jitter
+    return max(delay, retry_after or 0.0)
+
+
+# --- housekeeping --------------------------------------------------------------------------------
+
+
+def reap(db: Database, *, resend_providers: Iterable[str], actor: str) -> tuple[int, int]:
+    """Messages whose lease ran out: re-queue those whose provider de-duplicates by our key,
+    mark the rest ``unknown``. Returns (requeued, unknown)."""
+    now = utcnow()
+    safe = set(resend_providers)
+    with db.write() as conn:
+        query = (
+            sa.select(messages.c.id, messages.c.org_id, channels.c.provider)
+            .join(channels, channels.c.id == messages.c.channel_id)
+            .where(messages.c.status == S.SENDING, messages.c.lease_until < now)
+        )
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update(of=messages, skip_locked=True)
+        rows = conn.execute(query).all()
+        requeue = [r for r in rows if r.provider in safe]
+        lost = [r for r in rows if r.provider not in safe]
+        if requeue:
+            conn.execute(
+                sa.update(messages)
+                .where(messages.c.id.in_([r.id for r in requeue]))
+                .values(status=S.QUEUED, lease_until=None, leased_by=None, updated_at=now)
+            )
+        if lost:
+            conn.execute(
+                sa.update(messages)
+                .where(messages.c.id.in_([r.id for r in lost]))
+                .values(
+                    status=S.UNKNOWN,
+                    lease_until=None,
+                    updated_at=now,
+                    error_code="lease_expired",
+                    error_detail="the worker stopped while sending; the provider may or "
+                    "may not have accepted it",
+                )
+            )
+        add_events(
+            conn,
+            [
+                event_row(
+                    org_id=r.org_id,
+                    message_id=r.id,
+                    from_status=S.SENDING,
+                    to_status=S.QUEUED,
+                    actor=actor,
+                    now=now,
+                    reason="lease_expired_resend",
+                    detail="the provider de-duplicates by idempotency key; safe to re-send",
+                )
+                for r in requeue
+            ]
+            + [
+                event_row(
+                    org_id=r.org_id,
+                    message_id=r.id,
+                    from_status=S.SENDING,
+                    to_status=S.UNKNOWN,
+                    actor=actor,
+                    now=now,
+                    reason="lease_expired",
+                )
+                for r in lost
+            ],
+        )
+    return len(requeue), len(lost)
+
+
+def promote_and_expire(db: Database, *, actor: str, limit: int = 500) -> int:
+    """Pending messages whose ``send_after`` came: run the gate again. Queued or pending ones
+    past their validity window: expire. Returns how many changed."""
+    now = utcnow()
+    changed = 0
+    with db.write() as conn:
+        rows = conn.execute(
+            sa.select(
+                messages.c.id,
+                messages.c.org_id,
+                messages.c.status,
+                messages.c.purpose,
+                messages.c.valid_until,
+                contacts.c.phone_e164,
+                contacts.c.opted_out,
+                contacts.c.time_zone,
+                contacts.c.zip,
+                contacts.c.state,
+            )
+            .join(contacts, contacts.c.id == messages.c.contact_id)
+            .where(
+                sa.or_(
+                    sa.and_(
+                        messages.c.status == S.PENDING,
+                        sa.or_(messages.c.send_after.is_(None), messages.c.send_after <= now),
+                    ),
+                    sa.and_(
+                        messages.c.status.in_([S.QUEUED, S.PENDING]), messages.c.valid_until <= now
+                    ),
+                )
+            )
+            .limit(limit)
+        ).all()
+        events = []
+        for row in rows:
+            if row.valid_until is not None and row.valid_until <= now:
+                decision = compliance.Decision(
+                    Verdict.BLOCK, "expired", "not sent: its validity window passed"
+                )
+            else:
+                decision = compliance.evaluate(
+                    Recipient.from_mapping(row._mapping),
+                    purpose=row.purpose,
+                    now=now,
+                    valid_until=row.valid_until,
+                )
+            if decision.verdict is Verdict.ALLOW:
+                status, send_after = S.QUEUED, None
+            elif decision.verdict is Verdict.DEFER:
+                status, send_after = S.PENDING, decision.until
+            else:
+                status = S.EXPIRED if decision.code == "expired" else S.BLOCKED
+                send_after = None
+            conn.execute(
+                sa.update(messages)
+                .where(messages.c.id == row.id, messages.c.status == row.status)
+                .values(
+                    status=status,
+                    send_after=send_after,
+                    gate_code=decision.code,
+                    gate_detail=decision.detail,
+                    updated_at=now,
+                )
+            )
+            events.append(
+                event_row(
+                    org_id=row.org_id,
+                    message_id=row.id,
+                    from_status=row.status,
+                    to_status=status,
+                    actor=actor,
+                    now=now,
+                    reason=decision.code,
+                    detail=decision.detail,
+                )
+            )
+            changed += 1
+        add_events(conn, events)
+    return changed

@@ -1,0 +1,43 @@
+"""Running the dispatcher: as its own process (``textdesk worker``) or inside the web server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from textdesk.delivery.dispatcher import Dispatcher
+from textdesk.settings import Settings
+from textdesk.store.db import Database
+
+log = logging.getLogger(__name__)
+
+
+async def serve_worker(settings: Settings, db: Database) -> None:
+    """Run until SIGTERM or SIGINT, then drain the calls in flight and return."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await Dispatcher(settings, db).run(stop)
+
+
+def run_worker(settings: Settings, db: Database) -> None:
+    asyncio.run(serve_worker(settings, db))
+
+
+class EmbeddedWorker:
+    """The dispatcher as a task of the web server's event loop (the single-process default)."""
+
+    def __init__(self, settings: Settings, db: Database) -> None:
+        self._dispatcher = Dispatcher(settings, db)
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._dispatcher.run(self._stop))
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await self._task

@@ -1,0 +1,280 @@
+"""Twilio Programmable Messaging (REST API 2010-04-01).
+
+Send: ``POST {api_base}/2010-04-01/Accounts/{AccountSid}/Messages.json``, HTTP basic auth with
+the Account SID and Auth Token, form-encoded. Twilio answers 201 with the Message resource.
+Inbound messages and status callbacks arrive as signed form POSTs (see ``signature.py``).
+
+Twilio has no idempotency key for creating messages: a retried POST is a second message. So
+``dedupes_by_idempotency_key`` is False and a send whose outcome is unknown must not be re-sent
+blindly (the core resolves it from the status callback instead).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, ClassVar
+from urllib.parse import parse_qsl
+
+import httpx
+
+from textdesk.providers.base import (
+    AmbiguousFailure,
+    AuthFailure,
+    ChannelContext,
+    InboundSms,
+    InvalidNumber,
+    OptedOut,
+    OutboundSms,
+    PermanentFailure,
+    ProviderError,
+    SendResult,
+    SignatureError,
+    StatusReport,
+    TemporaryFailure,
+    Throttled,
+    WebhookRequest,
+)
+from textdesk.providers.twilio import codes, signature
+from textdesk.providers.twilio.codes import Kind
+from textdesk.providers.twilio.config import TwilioConfig
+
+#: Twilio accepts ValidityPeriod between 1 and 36000 seconds (errors 21624/90007).
+MIN_VALIDITY = 1
+MAX_VALIDITY = 36_000
+
+_KIND_TO_ERROR: dict[Kind, type[ProviderError]] = {
+    Kind.INVALID_NUMBER: InvalidNumber,
+    Kind.OPTED_OUT: OptedOut,
+    Kind.AUTH: AuthFailure,
+    Kind.THROTTLED: Throttled,
+    Kind.TEMPORARY: TemporaryFailure,
+    Kind.PERMANENT: PermanentFailure,
+}
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class TwilioProvider:
+    name: ClassVar[str] = "twilio"
+    dedupes_by_idempotency_key: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        config: TwilioConfig,
+        context: ChannelContext,
+        http: httpx.AsyncClient,
+        *,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self._config = config
+        self._context = context
+        self._http = http
+        self._clock = clock
+
+    @property
+    def advanced_opt_out(self) -> bool:
+        """Twilio answers STOP/START/HELP itself (Advanced Opt-Out on the Messaging Service)."""
+        return self._config.advanced_opt_out
+
+    def __repr__(self) -> str:
+        sid = self._config.account_sid
+        return (
+            f"<TwilioProvider channel={self._context.channel_id} "
+            f"account_sid={sid[:2]}…{sid[-4:]} auth_token=<hidden>>"
+        )
+
+    # --- sending ---------------------------------------------------------------------------
+
+    @property
+    def _messages_url(self) -> str:
+        return (
+            f"{self._config.api_base}/2010-04-01/Accounts/{self._config.account_sid}/Messages.json"
+        )
+
+    def _form(self, sms: OutboundSms) -> dict[str, str]:
+        form = {"To": sms.to, "Body": sms.body, "StatusCallback": sms.status_callback_url}
+        if self._config.messaging_service_sid:
+            # The service picks the sender from its pool (sticky sender keeps one per contact).
+            form["MessagingServiceSid"] = self._config.messaging_service_sid
+        else:
+            form["From"] = sms.sender
+        if sms.valid_until is not None:
+            form["ValidityPeriod"] = str(self._validity_seconds(sms.valid_until))
+        return form
+
+    def _validity_seconds(self, valid_until: datetime) -> int:
+        if valid_until.tzinfo is None:
+            valid_until = valid_until.replace(tzinfo=UTC)
+        seconds = math.floor((valid_until - self._clock()).total_seconds())
+        return max(MIN_VALIDITY, min(MAX_VALIDITY, seconds))
+
+    async def send(self, sms: OutboundSms) -> SendResult:
+        try:
+            response = await self._http.post(
+                self._messages_url,
+                data=self._form(sms),
+                auth=(self._config.account_sid, self._config.auth_token),
+                headers={"Accept": "application/json"},
+            )
+        except httpx.TransportError as exc:
+            raise _transport_error(exc) from None
+        if response.is_success:
+            return _send_result(response)
+        raise _http_error(response)
+
+    # --- webhooks --------------------------------------------------------------------------
+
+    def _signed_url(self, request: WebhookRequest) -> str:
+        """The URL Twilio computed the signature over: ``public_url`` replaces
+        ``TEXTDESK_BASE_URL`` when a proxy in between changes what textdesk sees."""
+        public = self._config.public_url
+        base = self._context.base_url.rstrip("/")
+        if public and request.url.startswith(base):
+            return public + request.url[len(base) :]
+        return request.url
+
+    def verify(self, request: WebhookRequest) -> None:
+        given = request.header("X-Twilio-Signature")
+        if not given:
+            raise SignatureError("missing X-Twilio-Signature header")
+        url = self._signed_url(request)
+        if not signature.is_valid(
+            self._config.auth_token, url, _form_pairs(request), request.body, given
+        ):
+            raise SignatureError(f"X-Twilio-Signature does not match for {url}")
+
+    def parse_inbound(self, request: WebhookRequest) -> InboundSms | None:
+        form = _form_dict(request)
+        sid = form.get("MessageSid") or form.get("SmsSid")
+        if not sid or "From" not in form or "Body" not in form:
+            return None
+        opt_out = form.get("OptOutType", "").strip().upper() or None
+        return InboundSms(
+            provider_message_id=sid,
+            sender=form["From"],
+            recipient=form.get("To", self._context.sender),
+            body=form["Body"],
+            provider_opt_out=opt_out,
+            raw=form,
+        )
+
+    def parse_status(self, request: WebhookRequest) -> StatusReport | None:
+        form = _form_dict(request)
+        sid = form.get("MessageSid") or form.get("SmsSid")
+        reported = (form.get("MessageStatus") or form.get("SmsStatus") or "").strip().lower()
+        status = codes.STATUSES.get(reported)
+        if not sid or status is None:
+            return None
+        error_code: str | None = None
+        error_message: str | None = None
+        raw_code = (form.get("ErrorCode") or "").strip()
+        if raw_code and raw_code != "0":
+            error_code = codes.namespaced(raw_code)
+            number = int(raw_code) if raw_code.isdigit() else None
+            error_message = codes.describe(number) or form.get("ErrorMessage") or None
+        return StatusReport(
+            provider_message_id=sid,
+            status=status,
+            error_code=error_code,
+            error_message=error_message,
+            raw=form,
+        )
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _form_pairs(request: WebhookRequest) -> list[tuple[str, str]]:
+    """Every form parameter, repeated names included (they are all signed)."""
+    if request.body:
+        try:
+            return parse_qsl(request.body.decode(), keep_blank_values=True)
+        except UnicodeDecodeError:
+            return []
+    return list(request.form.items())
+
+
+def _form_dict(request: WebhookRequest) -> dict[str, str]:
+    if request.form:
+        return dict(request.form)
+    return dict(_form_pairs(request))
+
+
+def _json(response: httpx.Response) -> Mapping[str, Any]:
+    try:
+        data = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _send_result(response: httpx.Response) -> SendResult:
+    body = _json(response)
+    sid = body.get("sid")
+    if not isinstance(sid, str) or not sid:
+        # Twilio said yes but we can't tell to what: the message probably exists.
+        raise AmbiguousFailure(
+            "twilio:bad_response", f"HTTP {response.status_code} without a message sid"
+        )
+    segments = str(body.get("num_segments") or "")  # Twilio sends it as a string
+    return SendResult(
+        provider_message_id=sid, segments=int(segments) if segments.isdigit() else None
+    )
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _http_error(response: httpx.Response) -> ProviderError:
+    body = _json(response)
+    raw_code = body.get("code")
+    number = raw_code if isinstance(raw_code, int) else None
+    if isinstance(raw_code, str) and raw_code.isdigit():
+        number = int(raw_code)
+    status = response.status_code
+    code = codes.namespaced(number) if number is not None else f"twilio:http_{status}"
+    message = str(body.get("message") or codes.describe(number) or f"HTTP {status}")
+    retry_after = _retry_after(response)
+
+    if status == 429:
+        return Throttled(code, message, retry_after=retry_after)
+    if status >= 500:
+        return TemporaryFailure(code, message, retry_after=retry_after)
+    if number is not None and number in codes.SEND_ERRORS:
+        cls = _KIND_TO_ERROR[codes.SEND_ERRORS[number]]
+        return cls(code, message, retry_after=retry_after if cls.retryable else None)
+    if status == 401:
+        return AuthFailure(code, message)
+    return PermanentFailure(code, message)
+
+
+def _transport_error(exc: httpx.TransportError) -> TemporaryFailure:
+    # A refused or timed-out connection never carried the request: safe to retry. A read timeout
+    # or a connection dropped mid-exchange may have reached Twilio: the outcome is unknown.
+    detail = f"{type(exc).__name__}: {str(exc) or 'no detail'}"
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+        return TemporaryFailure("twilio:connect", detail)
+    if isinstance(exc, httpx.TimeoutException):
+        return AmbiguousFailure("twilio:timeout", detail)
+    return AmbiguousFailure("twilio:network", detail)

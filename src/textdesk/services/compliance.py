@@ -1,0 +1,113 @@
+"""The compliance gate: one function decides for every outbound message, when it is created
+and again when a worker is about to hand it to a provider.
+
+The decision is ``allow``, ``defer(until)`` or ``block``, each with a machine-readable code and
+a sentence for the person who sent. Checks, in order:
+
+1. ``opted_out``: the contact revoked consent (the ledger in ``consent_events`` is the truth;
+   ``contacts.opted_out`` is its derived flag).
+2. ``quiet_hours.*``: for marketing and informational messages, the federal and state windows
+   in every time zone the recipient may be in (``domain.quiet_hours``). Replies inside a
+   conversation (purpose ``conversational``) are not solicitations and are not held.
+3. ``expired``: deferring past the message's validity window expires it instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from textdesk.domain import quiet_hours
+from textdesk.domain.phone import area_code_time_zones
+
+
+class Verdict(StrEnum):
+    ALLOW = "allow"
+    DEFER = "defer"
+    BLOCK = "block"
+
+
+class Purpose(StrEnum):
+    MARKETING = "marketing"
+    INFORMATIONAL = "informational"
+    CONVERSATIONAL = "conversational"
+
+
+@dataclass(frozen=True)
+class Decision:
+    verdict: Verdict
+    code: str
+    detail: str
+    until: datetime | None = None
+
+    @property
+    def allowed(self) -> bool:
+        return self.verdict is Verdict.ALLOW
+
+
+ALLOW = Decision(Verdict.ALLOW, "ok", "allowed")
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """What the gate needs to know about a contact (a row of ``contacts``)."""
+
+    phone_e164: str
+    opted_out: bool
+    time_zone: str | None = None
+    zip: str | None = None
+    state: str | None = None
+
+    @classmethod
+    def from_mapping(cls, m: Any) -> Recipient:
+        return cls(
+            phone_e164=m["phone_e164"],
+            opted_out=bool(m["opted_out"]),
+            time_zone=m["time_zone"],
+            zip=m["zip"],
+            state=m["state"],
+        )
+
+
+def evaluate(
+    recipient: Recipient,
+    *,
+    purpose: str,
+    now: datetime,
+    valid_until: datetime | None,
+) -> Decision:
+    if recipient.opted_out:
+        return Decision(
+            Verdict.BLOCK,
+            "opted_out",
+            f"not sent: {recipient.phone_e164} opted out of messages from this organization",
+        )
+    if purpose != Purpose.CONVERSATIONAL:
+        decision = _quiet_hours(recipient, now)
+        if decision is not None:
+            if valid_until is not None and (decision.until is None or decision.until > valid_until):
+                return Decision(
+                    Verdict.BLOCK,
+                    "expired",
+                    f"not sent: {decision.detail}, which is past the message's validity window",
+                )
+            return decision
+    return ALLOW
+
+
+def _quiet_hours(recipient: Recipient, now: datetime) -> Decision | None:
+    zones = quiet_hours.candidate_zones(
+        contact_tz=recipient.time_zone,
+        zip_code=recipient.zip,
+        state=recipient.state,
+        phone_zones=area_code_time_zones(recipient.phone_e164),
+    )
+    state = quiet_hours.effective_state(state=recipient.state, zip_code=recipient.zip)
+    result = quiet_hours.check(now, zones=zones, state=state)
+    if result.allowed:
+        return None
+    if result.next_allowed is None:
+        return Decision(Verdict.BLOCK, result.rule, f"not sent: {result.explanation}")
+    return Decision(Verdict.DEFER, result.rule, f"held: {result.explanation}", result.next_allowed)

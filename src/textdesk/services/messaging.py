@@ -1,0 +1,618 @@
+"""Messages in and out: queue an outbound message (through the gate), store an inbound one,
+apply a delivery report. Every status change writes a ``message_events`` row.
+
+Outbound messages are created in the same transaction as whatever caused them; the
+``messages`` table is the outbox that ``delivery`` drains.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from textdesk.delivery import wakeup
+from textdesk.domain.encoding import MAX_BODY_CHARS, analyze
+from textdesk.domain.phone import PhoneError, normalize
+from textdesk.domain.states import Direction, MessageStatus, can_advance
+from textdesk.providers.base import InboundSms, StatusReport
+from textdesk.services import compliance
+from textdesk.services.auth import Principal
+from textdesk.services.compliance import Recipient, Verdict
+from textdesk.services.errors import Invalid, NotFound
+from textdesk.settings import Settings
+from textdesk.store.db import Database
+from textdesk.store.tables import (
+    UTCDateTime,
+    channels,
+    contacts,
+    conversations,
+    message_events,
+    messages,
+    orphan_reports,
+    utcnow,
+)
+
+S = MessageStatus
+
+#: Priority of replies inside a live conversation: they go before bulk campaign traffic.
+PRIORITY_REPLY = 10
+PRIORITY_BULK = 0
+
+
+@dataclass(frozen=True)
+class Message:
+    id: int
+    org_id: int
+    conversation_id: int | None
+    contact_id: int
+    channel_id: int | None
+    direction: str
+    body: str
+    status: str
+    purpose: str
+    encoding: str | None
+    segments: int
+    send_after: datetime | None
+    valid_until: datetime | None
+    attempts: int
+    priority: int
+    idempotency_key: str | None
+    provider_message_id: str | None
+    error_code: str | None
+    error_detail: str | None
+    gate_code: str | None
+    gate_detail: str | None
+    created_by: int | None
+    created_at: datetime
+    updated_at: datetime
+    sent_at: datetime | None
+    delivered_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> Message:
+        m = row._mapping
+        return cls(**{f: m[f] for f in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    message_id: int
+    from_status: str | None
+    to_status: str
+    actor: str
+    reason: str | None
+    provider_code: str | None
+    detail: str | None
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Any) -> Event:
+        m = row._mapping
+        return cls(**{f: m[f] for f in cls.__dataclass_fields__})
+
+
+def event_row(
+    *,
+    org_id: int,
+    message_id: int,
+    from_status: str | None,
+    to_status: str,
+    actor: str,
+    now: datetime,
+    reason: str | None = None,
+    provider_code: str | None = None,
+    detail: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "org_id": org_id,
+        "message_id": message_id,
+        "from_status": from_status,
+        "to_status": to_status,
+        "actor": actor,
+        "reason": reason,
+        "provider_code": provider_code,
+        "detail": detail,
+        "created_at": now,
+    }
+
+
+def add_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(message_events.insert(), list(rows))
+
+
+# --- outbound ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Queued:
+    message: Message
+    created: bool  # False when the idempotency key matched an earlier message
+
+
+def _conversation(conn: Connection, org_id: int, contact_id: int, now: datetime) -> Any:
+    query = sa.select(conversations).where(
+        conversations.c.org_id == org_id, conversations.c.contact_id == contact_id
+    )
+    row = conn.execute(query).first()
+    if row is not None:
+        return row
+    try:
+        with conn.begin_nested():
+            conn.execute(
+                conversations.insert().values(
+                    org_id=org_id, contact_id=contact_id, status="open", created_at=now
+                )
+            )
+    except sa.exc.IntegrityError:
+        pass  # another transaction created it first; read theirs
+    return conn.execute(query).one()
+
+
+def _pick_channel(
+    conn: Connection, org_id: int, conversation: Any, explicit: int | None, phone: str
+) -> Any:
+    active = sa.select(channels).where(channels.c.org_id == org_id, channels.c.is_active)
+    if explicit is not None:
+        row = conn.execute(active.where(channels.c.id == explicit)).first()
+        if row is None:
+            raise Invalid(f"channel {explicit} is not an active sender number", field="channel_id")
+        return row
+    if conversation.channel_id is not None:
+        # Sticky sender: a contact keeps the number it last talked to.
+        row = conn.execute(active.where(channels.c.id == conversation.channel_id)).first()
+        if row is not None:
+            return row
+    pool = conn.execute(active.order_by(channels.c.id)).all()
+    if not pool:
+        raise Invalid("this organization has no active sender number", field="channel_id")
+    # Spread new contacts over the pool deterministically, so a retry picks the same number.
+    digest = int(hashlib.sha256(phone.encode()).hexdigest()[:8], 16)
+    return pool[digest % len(pool)]
+
+
+def queue_outbound(
+    conn: Connection,
+    settings: Settings,
+    *,
+    org_id: int,
+    contact_id: int,
+    body: str,
+    actor: str,
+    purpose: str = compliance.Purpose.CONVERSATIONAL,
+    created_by: int | None = None,
+    channel_id: int | None = None,
+    idempotency_key: str | None = None,
+    priority: int = PRIORITY_REPLY,
+    now: datetime | None = None,
+) -> Queued:
+    """Create an outbound message and run the gate on it, in the caller's transaction.
+
+    The caller commits, then calls ``wakeup.notify()`` (``send_message`` does both)."""
+    if idempotency_key is not None:
+        existing = conn.execute(
+            sa.select(messages).where(
+                messages.c.org_id == org_id, messages.c.idempotency_key == idempotency_key
+            )
+        ).first()
+        if existing is not None:
+            return Queued(Message.from_row(existing), created=False)
+    if not body.strip():
+        raise Invalid("the message is empty", field="body")
+    if len(body) > MAX_BODY_CHARS:
+        raise Invalid(
+            f"the message is {len(body)} characters; the limit is {MAX_BODY_CHARS}", field="body"
+        )
+    try:
+        purpose = compliance.Purpose(purpose)
+    except ValueError:
+        raise Invalid(
+            f"purpose must be one of {', '.join(p.value for p in compliance.Purpose)}",
+            field="purpose",
+        ) from None
+    contact = conn.execute(
+        sa.select(contacts).where(contacts.c.id == contact_id, contacts.c.org_id == org_id)
+    ).first()
+    if contact is None:
+        raise NotFound(f"contact {contact_id} not found")
+    now = now or utcnow()
+    conversation = _conversation(conn, org_id, contact_id, now)
+    channel = _pick_channel(conn, org_id, conversation, channel_id, contact.phone_e164)
+    measured = analyze(body)
+    valid_until = now + timedelta(hours=settings.message_validity_hours)
+    send_after = _spacing(conn, settings, contact_id, now)
+    decision = compliance.evaluate(
+        Recipient.from_mapping(contact._mapping), purpose=purpose, now=now, valid_until=valid_until
+    )
+    status, send_after = _apply_decision(decision, send_after)
+    message_id = conn.execute(
+        messages.insert()
+        .values(
+            org_id=org_id,
+            conversation_id=conversation.id,
+            contact_id=contact_id,
+            channel_id=channel.id,
+            direction=Direction.OUTBOUND,
+            body=measured.text,
+            status=status,
+            purpose=purpose,
+            encoding=str(measured.encoding),
+            segments=max(1, measured.segment_count),
+            send_after=send_after,
+            valid_until=valid_until,
+            priority=priority,
+            idempotency_key=idempotency_key,
+            gate_code=decision.code,
+            gate_detail=decision.detail,
+            created_by=created_by,
+            created_at=now,
+            updated_at=now,
+        )
+        .returning(messages.c.id)
+    ).scalar_one()
+    events = [
+        event_row(
+            org_id=org_id,
+            message_id=message_id,
+            from_status=None,
+            to_status=S.PENDING,
+            actor=actor,
+            now=now,
+            reason="created",
+        ),
+    ]
+    if status != S.PENDING or decision.verdict is Verdict.DEFER:
+        events.append(
+            event_row(
+                org_id=org_id,
+                message_id=message_id,
+                from_status=S.PENDING,
+                to_status=status,
+                actor="system:gate",
+                now=now,
+                reason=decision.code,
+                detail=decision.detail,
+            )
+        )
+    add_events(conn, events)
+    updates: dict[str, Any] = {"last_message_at": now}
+    if conversation.channel_id is None:
+        updates["channel_id"] = channel.id
+    conn.execute(
+        sa.update(conversations).where(conversations.c.id == conversation.id).values(**updates)
+    )
+    if status == S.QUEUED:
+        wakeup.notify_in_transaction(conn)
+    row = conn.execute(sa.select(messages).where(messages.c.id == message_id)).one()
+    return Queued(Message.from_row(row), created=True)
+
+
+def _spacing(
+    conn: Connection, settings: Settings, contact_id: int, now: datetime
+) -> datetime | None:
+    if settings.contact_spacing_seconds <= 0:
+        return None
+    latest = sa.func.max(sa.func.coalesce(messages.c.send_after, messages.c.created_at))
+    last = conn.execute(
+        # type_coerce: an aggregate loses the column type, and SQLite would hand back text.
+        sa.select(sa.type_coerce(latest, UTCDateTime())).where(
+            messages.c.contact_id == contact_id, messages.c.direction == Direction.OUTBOUND
+        )
+    ).scalar()
+    if last is None:
+        return None
+    earliest = last + timedelta(seconds=settings.contact_spacing_seconds)
+    return earliest if earliest > now else None
+
+
+def _apply_decision(
+    decision: compliance.Decision, send_after: datetime | None
+) -> tuple[MessageStatus, datetime | None]:
+    if decision.verdict is Verdict.ALLOW:
+        return S.QUEUED, send_after
+    if decision.verdict is Verdict.DEFER:
+        return S.PENDING, decision.until
+    return (S.EXPIRED if decision.code == "expired" else S.BLOCKED), send_after
+
+
+def send_message(
+    db: Database,
+    settings: Settings,
+    principal: Principal,
+    *,
+    contact_id: int,
+    body: str,
+    channel_id: int | None = None,
+    purpose: str = compliance.Purpose.CONVERSATIONAL,
+    idempotency_key: str | None = None,
+) -> Queued:
+    """A one-to-one message from a person or an API key."""
+    if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
+        raise Invalid("idempotency key must be 1 to 200 characters", field="idempotency_key")
+    with db.write() as conn:
+        queued = queue_outbound(
+            conn,
+            settings,
+            org_id=principal.org_id,
+            contact_id=contact_id,
+            body=body,
+            actor=principal.actor,
+            purpose=purpose,
+            created_by=principal.user_id,
+            channel_id=channel_id,
+            idempotency_key=idempotency_key,
+        )
+    if queued.message.status == S.QUEUED:
+        wakeup.notify()
+    return queued
+
+
+def get_message(conn: Connection, org_id: int, message_id: int) -> Message:
+    row = conn.execute(
+        sa.select(messages).where(messages.c.id == message_id, messages.c.org_id == org_id)
+    ).first()
+    if row is None:
+        raise NotFound(f"message {message_id} not found")
+    return Message.from_row(row)
+
+
+def list_messages(
+    conn: Connection,
+    org_id: int,
+    *,
+    contact_id: int | None = None,
+    status: str | None = None,
+    before_id: int | None = None,
+    limit: int = 100,
+) -> list[Message]:
+    """Newest first, keyset-paginated with ``before_id``."""
+    query = sa.select(messages).where(messages.c.org_id == org_id)
+    if contact_id is not None:
+        query = query.where(messages.c.contact_id == contact_id)
+    if status is not None:
+        query = query.where(messages.c.status == status)
+    if before_id is not None:
+        query = query.where(messages.c.id < before_id)
+    rows = conn.execute(query.order_by(messages.c.id.desc()).limit(max(1, min(limit, 500))))
+    return [Message.from_row(r) for r in rows]
+
+
+def list_events(conn: Connection, org_id: int, message_id: int) -> list[Event]:
+    get_message(conn, org_id, message_id)
+    rows = conn.execute(
+        sa.select(message_events)
+        .where(message_events.c.message_id == message_id, message_events.c.org_id == org_id)
+        .order_by(message_events.c.id)
+    )
+    return [Event.from_row(r) for r in rows]
+
+
+# --- inbound -----------------------------------------------------------------------------------
+
+#: Called inside the transaction that stored an inbound message (the compliance keywords and,
+#: later, automations register here). Signature: (conn, settings, message, channel_row).
+InboundHook = Callable[[Connection, Settings, Message, Any], None]
+INBOUND_HOOKS: list[InboundHook] = []
+
+
+@dataclass(frozen=True)
+class Received:
+    message: Message | None  # None: a duplicate of a message already stored
+    duplicate: bool
+
+
+def receive_inbound(db: Database, settings: Settings, channel_id: int, sms: InboundSms) -> Received:
+    now = utcnow()
+    with db.write() as conn:
+        channel = conn.execute(sa.select(channels).where(channels.c.id == channel_id)).first()
+        if channel is None:
+            raise NotFound(f"channel {channel_id} not found")
+        duplicate = conn.execute(
+            sa.select(messages.c.id).where(
+                messages.c.channel_id == channel_id,
+                messages.c.provider_message_id == sms.provider_message_id,
+                messages.c.direction == Direction.INBOUND,
+            )
+        ).first()
+        if duplicate is not None:
+            return Received(None, duplicate=True)
+        org_id = channel.org_id
+        try:
+            phone = normalize(sms.sender, None)
+        except PhoneError:
+            phone = sms.sender.strip()  # alphanumeric or short-code senders are kept verbatim
+        contact = conn.execute(
+            sa.select(contacts).where(contacts.c.org_id == org_id, contacts.c.phone_e164 == phone)
+        ).first()
+        if contact is None:
+            contact_id = conn.execute(
+                contacts.insert()
+                .values(
+                    org_id=org_id,
+                    phone_e164=phone,
+                    fields={},
+                    tags=[],
+                    created_at=now,
+                    updated_at=now,
+                )
+                .returning(contacts.c.id)
+            ).scalar_one()
+        else:
+            contact_id = contact.id
+        conversation = _conversation(conn, org_id, contact_id, now)
+        measured = analyze(sms.body)
+        try:
+            with conn.begin_nested():
+                message_id = conn.execute(
+                    messages.insert()
+                    .values(
+                        org_id=org_id,
+                        conversation_id=conversation.id,
+                        contact_id=contact_id,
+                        channel_id=channel_id,
+                        direction=Direction.INBOUND,
+                        body=sms.body,
+                        status=S.RECEIVED,
+                        purpose=compliance.Purpose.CONVERSATIONAL,
+                        encoding=str(measured.encoding),
+                        segments=max(1, measured.segment_count),
+                        provider_message_id=sms.provider_message_id,
+                        created_at=sms.received_at or now,
+                        updated_at=now,
+                    )
+                    .returning(messages.c.id)
+                ).scalar_one()
+        except sa.exc.IntegrityError:
+            return Received(None, duplicate=True)  # a concurrent retry of the same callback
+        add_events(
+            conn,
+            [
+                event_row(
+                    org_id=org_id,
+                    message_id=message_id,
+                    from_status=None,
+                    to_status=S.RECEIVED,
+                    actor=f"provider:{channel.provider}",
+                    now=now,
+                    reason="inbound",
+                )
+            ],
+        )
+        conn.execute(
+            sa.update(conversations)
+            .where(conversations.c.id == conversation.id)
+            .values(
+                status="open",
+                unread_count=conversations.c.unread_count + 1,
+                last_message_at=now,
+                channel_id=sa.func.coalesce(conversations.c.channel_id, channel_id),
+            )
+        )
+        message = Message.from_row(
+            conn.execute(sa.select(messages).where(messages.c.id == message_id)).one()
+        )
+        for hook in INBOUND_HOOKS:
+            hook(conn, settings, message, channel)
+    return Received(message, duplicate=False)
+
+
+# --- delivery reports ----------------------------------------------------------------------------
+
+
+def lock_provider_ids(conn: Connection, channel_id: int, provider_ids: Sequence[str]) -> None:
+    """Serialize "store a provider id" with "a report for that id arrives" on PostgreSQL.
+
+    Without it, under READ COMMITTED, a report can miss the message (its id not yet committed)
+    while the sender's transaction misses the parked report (not yet committed either), and the
+    report is stranded. SQLite's BEGIN IMMEDIATE already serializes the two."""
+    if conn.dialect.name != "postgresql" or not provider_ids:
+        return
+    keys = sorted({_lock_key(channel_id, pid) for pid in provider_ids})
+    for key in keys:  # sorted: two batches never wait on each other in a cycle
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+
+
+def _lock_key(channel_id: int, provider_id: str) -> int:
+    digest = hashlib.blake2b(f"{channel_id}:{provider_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def apply_status(db: Database, channel_id: int, report: StatusReport, *, actor: str) -> bool:
+    """Apply a delivery report. Returns False when no message has that provider id (yet): the
+    report is parked in ``orphan_reports`` and applied when the send result is stored."""
+    now = utcnow()
+    with db.write() as conn:
+        lock_provider_ids(conn, channel_id, [report.provider_message_id])
+        row = conn.execute(
+            sa.select(messages.c.id, messages.c.org_id, messages.c.status).where(
+                messages.c.channel_id == channel_id,
+                messages.c.provider_message_id == report.provider_message_id,
+                messages.c.direction == Direction.OUTBOUND,
+            )
+        ).first()
+        if row is None:
+            conn.execute(
+                orphan_reports.insert().values(
+                    channel_id=channel_id,
+                    provider_message_id=report.provider_message_id,
+                    status=report.status,
+                    error_code=report.error_code,
+                    error_detail=report.error_message,
+                    created_at=now,
+                )
+            )
+            return False
+        _advance(conn, row.id, row.org_id, MessageStatus(row.status), report, actor, now)
+        return True
+
+
+def _advance(
+    conn: Connection,
+    message_id: int,
+    org_id: int,
+    current: MessageStatus,
+    report: StatusReport,
+    actor: str,
+    now: datetime,
+) -> None:
+    if not can_advance(current, report.status):
+        return  # late or duplicate: a message never moves backwards
+    values: dict[str, Any] = {"status": report.status, "updated_at": now}
+    if report.status == S.DELIVERED:
+        values["delivered_at"] = now
+    if report.error_code:
+        values["error_code"] = report.error_code
+        values["error_detail"] = report.error_message
+    updated = conn.execute(
+        sa.update(messages)
+        .where(messages.c.id == message_id, messages.c.status == current)
+        .values(**values)
+    )
+    if updated.rowcount:
+        add_events(
+            conn,
+            [
+                event_row(
+                    org_id=org_id,
+                    message_id=message_id,
+                    from_status=current,
+                    to_status=report.status,
+                    actor=actor,
+                    now=now,
+                    reason="delivery_report",
+                    provider_code=report.error_code,
+                    detail=report.error_message,
+                )
+            ],
+        )
+
+
+def apply_orphans(
+    conn: Connection, message_id: int, org_id: int, channel_id: int, provider_id: str, now: datetime
+) -> None:
+    """Apply reports that arrived before the message's provider id was stored."""
+    rows = conn.execute(
+        sa.select(orphan_reports)
+        .where(
+            orphan_reports.c.channel_id == channel_id,
+            orphan_reports.c.provider_message_id == provider_id,
+        )
+        .order_by(orphan_reports.c.id)
+    ).all()
+    for orphan in rows:
+        current = conn.execute(
+            sa.select(messages.c.status).where(messages.c.id == message_id)
+        ).scalar_one()
+        report = StatusReport(
+            provider_id, MessageStatus(orphan.status), orphan.error_code, orphan.error_detail
+        )
+        _advance(conn, message_id, org_id, MessageStatus(current), report, "system:orphan", now)
+    if rows:
+        conn.execute(sa.delete(orphan_reports).where(orphan_reports.c.id.in_([r.id for r in rows])))

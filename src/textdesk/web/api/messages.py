@@ -1,0 +1,115 @@
+"""Messages: send one-to-one, list, and read one with its full event history."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Response, status
+from pydantic import BaseModel, Field
+
+from textdesk.services import messaging
+from textdesk.services.compliance import Purpose
+from textdesk.web.deps import ApiCaller, Config, Db
+
+router = APIRouter(tags=["messages"])
+
+
+class MessageOut(BaseModel):
+    id: int
+    conversation_id: int | None
+    contact_id: int
+    channel_id: int | None
+    direction: str
+    body: str
+    status: str
+    purpose: str
+    encoding: str | None
+    segments: int
+    send_after: datetime | None
+    valid_until: datetime | None
+    attempts: int
+    provider_message_id: str | None
+    error_code: str | None
+    error_detail: str | None
+    gate_code: str | None = Field(description="the compliance gate's last decision")
+    gate_detail: str | None = Field(description="the same in a sentence, e.g. why not sent")
+    created_at: datetime
+    sent_at: datetime | None
+    delivered_at: datetime | None
+
+
+class EventOut(BaseModel):
+    from_status: str | None
+    to_status: str
+    actor: str
+    reason: str | None
+    provider_code: str | None
+    detail: str | None
+    created_at: datetime
+
+
+class MessageDetail(MessageOut):
+    events: list[EventOut]
+
+
+class MessageIn(BaseModel):
+    contact_id: int
+    body: str = Field(min_length=1, max_length=1600)
+    channel_id: int | None = Field(default=None, description="default: the contact's sticky sender")
+    purpose: Purpose = Purpose.CONVERSATIONAL
+
+
+@router.post("/messages", response_model=MessageOut, status_code=status.HTTP_201_CREATED)
+def send_message(
+    body: MessageIn,
+    caller: ApiCaller,
+    db: Db,
+    config: Config,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None,
+        Header(description="Retries with the same key return the first message, never a second."),
+    ] = None,
+) -> Any:
+    queued = messaging.send_message(
+        db,
+        config,
+        caller,
+        contact_id=body.contact_id,
+        body=body.body,
+        channel_id=body.channel_id,
+        purpose=body.purpose,
+        idempotency_key=f"api:{idempotency_key}" if idempotency_key else None,
+    )
+    if not queued.created:
+        response.status_code = status.HTTP_200_OK
+    return queued.message
+
+
+@router.get("/messages", response_model=list[MessageOut])
+def list_messages(
+    caller: ApiCaller,
+    db: Db,
+    contact_id: int | None = None,
+    status_: Annotated[str | None, Query(alias="status")] = None,
+    before: int | None = Query(default=None, ge=1),
+    limit: int = Query(default=100, ge=1, le=500),
+) -> Any:
+    with db.read() as conn:
+        return messaging.list_messages(
+            conn,
+            caller.org_id,
+            contact_id=contact_id,
+            status=status_,
+            before_id=before,
+            limit=limit,
+        )
+
+
+@router.get("/messages/{message_id}", response_model=MessageDetail)
+def get_message(message_id: int, caller: ApiCaller, db: Db) -> Any:
+    with db.read() as conn:
+        message = messaging.get_message(conn, caller.org_id, message_id)
+        events = messaging.list_events(conn, caller.org_id, message_id)
+    return {**vars(message), "events": [vars(e) for e in events]}

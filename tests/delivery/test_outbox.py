@@ -1,0 +1,265 @@
+"""The outbox on both engines: claims, leases, throttling, outcomes, housekeeping."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+
+from tests.conftest import Org
+from tests.delivery.helpers import channel, people, queue, statuses, trail
+from textdesk.delivery import outbox
+from textdesk.delivery.outbox import Failed, Retry, Sent, Unknown, gcra_budget
+from textdesk.domain.states import MessageStatus as S
+from textdesk.providers.base import StatusReport
+from textdesk.services import consent, messaging
+from textdesk.settings import Settings
+from textdesk.store.db import Database
+from textdesk.store.tables import channels, contacts, messages, organizations, orphan_reports
+
+
+def test_claim_leases_and_never_twice(db: Database, settings: Settings, acme: Org) -> None:
+    admin = acme.admin.principal
+    channel(db, admin)
+    ids = queue(db, settings, admin, people(db, admin, 5))
+    first = outbox.claim(db, settings, worker_id="w1", limit=3)
+    assert [c.id for c in first.claimed] == ids[:3]
+    second = outbox.claim(db, settings, worker_id="w2", limit=10)
+    assert [c.id for c in second.claimed] == ids[3:]
+    assert outbox.claim(db, settings, worker_id="w3", limit=10).claimed == []
+    with db.read() as conn:
+        row = conn.execute(sa.select(messages).where(messages.c.id == ids[0])).one()
+    assert row.status == S.SENDING and row.leased_by == "w1" and row.attempts == 1
+    assert row.lease_until > datetime.now(UTC)
+    assert trail(db, ids[0]) == [
+        (None, "pending", "created"),
+        ("pending", "queued", "ok"),
+        ("queued", "sending", "claimed"),
+    ]
+
+
+def test_replies_go_before_bulk(db: Database, settings: Settings, acme: Org) -> None:
+    admin = acme.admin.principal
+    channel(db, admin)
+    who = people(db, admin, 4)
+    bulk = queue(db, settings, admin, who[:3], priority=messaging.PRIORITY_BULK)
+    reply = queue(db, settings, admin, who[3:], priority=messaging.PRIORITY_REPLY)
+    claimed = outbox.claim(db, settings, worker_id="w", limit=2).claimed
+    assert [c.id for c in claimed] == [reply[0], bulk[0]]
+
+
+def test_concurrent_claims_share_without_overlap(
+    db: Database, settings: Settings, acme: Org
+) -> None:
+    admin = acme.admin.principal
+    channel(db, admin, rate=10_000)
+    ids = set(queue(db, settings, admin, people(db, admin, 300)))
+    got: list[int] = []
+    lock = threading.Lock()
+
+    def worker(n: int) -> None:
+        while True:
+            claimed = outbox.claim(db, settings, worker_id=f"w{n}", limit=7).claimed
+            if not claimed:
+                with db.read() as conn:
+                    left = conn.execute(
+                        sa.select(sa.func.count())
+                        .select_from(messages)
+                        .where(messages.c.status == S.QUEUED)
+                    ).scalar()
+                if not left:
+                    return
+                continue
+            with lock:
+                got.extend(c.id for c in claimed)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == len(set(got)) == len(ids) and set(got) == ids
+
+
+def test_gcra_budget() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert gcra_budget(now, now, rate=1, burst=1) == 1
+    assert gcra_budget(now, now, rate=10, burst=10) == 10
+    assert gcra_budget(now + timedelta(seconds=0.5), now, rate=10, burst=10) == 5
+    assert gcra_budget(now + timedelta(seconds=1), now, rate=10, burst=10) == 0
+    assert gcra_budget(now - timedelta(hours=1), now, rate=3, burst=3) == 3
+
+
+def test_channel_rate_holds(db: Database, settings: Settings, acme: Org) -> None:
+    admin = acme.admin.principal
+    channel(db, admin, rate=2)
+    queue(db, settings, admin, people(db, admin, 6))
+    first = outbox.claim(db, settings, worker_id="w", limit=100)
+    assert len(first.claimed) == 2, "a 2/s channel sends its one-second burst, no more"
+    second = outbox.claim(db, settings, worker_id="w", limit=100)
+    assert second.claimed == [] and second.next_in is not None and 0 < second.next_in <= 1.0
+
+
+def test_multi_segment_messages_cost_their_segments(
+    db: Database, settings: Settings, acme: Org
+) -> None:
+    admin = acme.admin.principal
+    channel(db, admin, rate=3)
+    queue(db, settings, admin, people(db, admin, 3), body="x" * 300)  # 2 segments each
+    assert len(outbox.claim(db, settings, worker_id="w", limit=100).claimed) == 3
+    assert outbox.claim(db, settings, worker_id="w", limit=100).next_in is not None
+
+
+def test_outcomes_and_events(db: Database, settings: Settings, acme: Org) -> None:
+    admin = acme.admin.principal
+    channel(db, admin)
+    ids = queue(db, settings, admin, people(db, admin, 4))
+    c = outbox.claim(db, settings, worker_id="w", limit=4).claimed
+    later = datetime.now(UTC) + timedelta(seconds=30)
+    outbox.record(
+        db,
+        [
+            Sent(c[0], "P-1", segments=1),
+            Retry(c[1], "sim:500", "boom", later),
+            Failed(c[2], "sim:400", "invalid number"),
+            Unknown(c[3], "timeout", "no answer"),
+        ],
+        actor="worker:w",
+    )
+    assert statuses(db, ids) == {
+        ids[0]: "sent",
+        ids[1]: "queued",
+        ids[2]: "failed",
+        ids[3]: "unknown",
+    }
+    with db.read() as conn:
+        retry = conn.execute(sa.select(messages).where(messages.c.id == ids[1])).one()
+    assert retry.send_after == later.replace(microsecond=retry.send_after.microsecond)
+    assert retry.error_code == "sim:500"
+    assert outbox.claim(db, settings, worker_id="w", limit=4).claimed == [], "backing off"
+    assert trail(db, ids[2])[-1] == ("sending", "failed", "provider_error")
+
+
+def test_report_before_send_result_is_not_lost(db: Database, settings: Settings, acme: Org) -> None:
+    admin = acme.admin.principal
+    ch = channel(db, admin)
+    [mid] = queue(db, settings, admin, people(db, admin, 1))
+    [claimed] = outbox.claim(db, settings, worker_id="w", limit=1).claimed
+    # The delivery report overtakes the submit response (SMPP does this).
+    assert not messaging.apply_status(db, ch, StatusReport("EARLY-1", S.DELIVERED), actor="p")
+    outbox.record(db, [Sent(claimed, "EARLY-1")], actor="worker:w")
+    assert statuses(db, [mid]) == {mid: "delivered"}
+    with db.read() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(orphan_reports)).scalar() == 0
+
+
+def test_late_reports_never_move_backwards(db: Database, settings: Settings, acme: Org) -> None:
+    admin = acme.admin.principal
+    ch = channel(db, admin)
+    [mid] = queue(db, settings, admin, people(db, admin, 1))
+    [claimed] = outbox.claim(db, settings, worker_id="w", limit=1).claimed
+    outbox.record(db, [Sent(claimed, "X1")], actor="w")
+    messaging.apply_status(db, ch, StatusReport("X1", S.DELIVERED), actor="p")
+    messaging.apply_status(db, ch, StatusReport("X1", S.SENT), actor="p")
+    messaging.apply_status(db, ch, StatusReport("X1", S.FAILED, "30008"), actor="p")
+    messaging.apply_status(db, ch, StatusReport("X1", S.DELIVERED), actor="p")
+    assert statuses(db, [mid]) == {mid: "delivered"}
+    assert [t[1] for t in trail(db, mid)].count("delivered") == 1
+
+
+def test_reaper(db: Database, settings: Settings, acme: Org) -> None:
+    admin = acme.admin.principal
+    sim = channel(db, admin, provider="simulator", phone="+12015550100")
+    twi = channel(db, admin, provider="twilio", phone="+12015550101")
+    who = people(db, admin, 2)
+    [a] = queue(db, settings, admin, who[:1], channel_id=sim)
+    [b] = queue(db, settings, admin, who[1:], channel_id=twi)
+    outbox.claim(db, settings, worker_id="dead", limit=10)
+    with db.write() as conn:
+        conn.execute(sa.update(messages).values(lease_until=datetime.now(UTC) - timedelta(1)))
+    assert outbox.reap(db, resend_providers=["simulator"], actor="worker:w") == (1, 1)
+    assert statuses(db) == {a: "queued", b: "unknown"}
+    assert trail(db, b)[-1] == ("sending", "unknown", "lease_expired")
+
+
+def test_gate_runs_again_at_dispatch(db: Database, settings: Settings, acme: Org) -> None:
+    admin = acme.admin.principal
+    channel(db, admin)
+    who = people(db, admin, 2)
+    ids = queue(db, settings, admin, who)
+    with db.write() as conn:
+        phone = conn.execute(
+            sa.select(contacts.c.phone_e164).where(contacts.c.id == who[0])
+        ).scalar_one()
+        consent.record(
+            conn,
+            org_id=admin.org_id,
+            phone=phone,
+            kind=consent.ConsentKind.OPT_OUT,
+            source=consent.ConsentSource.KEYWORD,
+            actor="test",
+            now=datetime.now(UTC),
+        )
+    claimed = outbox.claim(db, settings, worker_id="w", limit=10).claimed
+    assert [c.id for c in claimed] == [ids[1]]
+    assert statuses(db, ids)[ids[0]] == "blocked"
+    with db.read() as conn:
+        row = conn.execute(sa.select(messages).where(messages.c.id == ids[0])).one()
+    assert row.gate_code == "opted_out" and "opted out" in row.gate_detail
+
+
+def test_opted_out_contact_is_blocked_at_creation(
+    db: Database, settings: Settings, acme: Org
+) -> None:
+    admin = acme.admin.principal
+    channel(db, admin)
+    [cid] = people(db, admin, 1)
+    with db.write() as conn:
+        conn.execute(sa.update(contacts).values(opted_out=True))
+    [mid] = queue(db, settings, admin, [cid])
+    assert statuses(db, [mid]) == {mid: "blocked"}
+
+
+def test_validity_window_expires(db: Database, settings: Settings, acme: Org) -> None:
+    admin = acme.admin.principal
+    channel(db, admin)
+    ids = queue(db, settings, admin, people(db, admin, 2))
+    with db.write() as conn:
+        conn.execute(
+            sa.update(messages)
+            .where(messages.c.id == ids[0])
+            .values(valid_until=datetime.now(UTC) - timedelta(minutes=1))
+        )
+    assert outbox.promote_and_expire(db, actor="w") == 1
+    assert statuses(db, ids) == {ids[0]: "expired", ids[1]: "queued"}
+
+
+def test_daily_cap(db: Database, settings: Settings, acme: Org) -> None:
+    admin = acme.admin.principal
+    channel(db, admin)
+    with db.write() as conn:
+        conn.execute(
+            sa.update(organizations)
+            .where(organizations.c.id == admin.org_id)
+            .values(settings={"daily_cap": 3})
+        )
+    ids = queue(db, settings, admin, people(db, admin, 5))
+    assert len(outbox.claim(db, settings, worker_id="w", limit=10).claimed) == 3
+    assert outbox.claim(db, settings, worker_id="w", limit=10).claimed == []
+    with db.read() as conn:
+        held = conn.execute(sa.select(messages.c.gate_code).where(messages.c.id == ids[4])).scalar()
+    assert held == "daily_cap"
+
+
+def test_paused_channel_is_skipped(db: Database, settings: Settings, acme: Org) -> None:
+    admin = acme.admin.principal
+    ch = channel(db, admin)
+    queue(db, settings, admin, people(db, admin, 2))
+    with db.write() as conn:
+        conn.execute(
+            sa.update(channels)
+            .where(channels.c.id == ch)
+            .values(paused_until=datetime.now(UTC) + timedelta(minutes=1))
+        )
+    assert outbox.claim(db, settings, worker_id="w", limit=10).claimed == []
