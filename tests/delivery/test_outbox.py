@@ -263,3 +263,27 @@ def test_paused_channel_is_skipped(db: Database, settings: Settings, acme: Org) 
             .values(paused_until=datetime.now(UTC) + timedelta(minutes=1))
         )
     assert outbox.claim(db, settings, worker_id="w", limit=10).claimed == []
+
+
+def test_batched_reports(db: Database, settings: Settings, acme: Org) -> None:
+    admin = acme.admin.principal
+    ch = channel(db, admin)
+    ids = queue(db, settings, admin, people(db, admin, 3))
+    claimed = outbox.claim(db, settings, worker_id="w", limit=3).claimed
+    outbox.record(db, [Sent(c, f"P{c.id}") for c in claimed], actor="w")
+    found = messaging.apply_statuses(
+        db,
+        [
+            (ch, StatusReport(f"P{ids[0]}", S.DELIVERED), "p"),
+            (ch, StatusReport(f"P{ids[0]}", S.SENT), "p"),  # late: ignored
+            (ch, StatusReport(f"P{ids[1]}", S.UNDELIVERED, "sim:30003", "unreachable"), "p"),
+            (ch, StatusReport("nobody", S.DELIVERED), "p"),
+        ],
+    )
+    assert found == [True, True, True, False]
+    assert statuses(db, ids) == {ids[0]: "delivered", ids[1]: "undelivered", ids[2]: "sent"}
+    with db.read() as conn:
+        row = conn.execute(sa.select(messages).where(messages.c.id == ids[1])).one()
+        assert row.error_code == "sim:30003" and row.error_detail == "unreachable"
+        assert conn.execute(sa.select(orphan_reports.c.provider_message_id)).scalar() == "nobody"
+    assert [t[1] for t in trail(db, ids[0])].count("delivered") == 1

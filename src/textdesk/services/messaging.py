@@ -515,8 +515,14 @@ def lock_provider_ids(conn: Connection, channel_id: int, provider_ids: Sequence[
     if conn.dialect.name != "postgresql" or not provider_ids:
         return
     keys = sorted({_lock_key(channel_id, pid) for pid in provider_ids})
-    for key in keys:  # sorted: two batches never wait on each other in a cycle
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+    # One round trip; taken in key order, so two batches never wait on each other in a cycle.
+    conn.execute(
+        sa.text(
+            "SELECT count(pg_advisory_xact_lock(k)) FROM "
+            "(SELECT k FROM unnest(CAST(:keys AS bigint[])) AS k ORDER BY k) AS ordered"
+        ),
+        {"keys": keys},
+    )
 
 
 def _lock_key(channel_id: int, provider_id: str) -> int:
@@ -551,6 +557,120 @@ def apply_status(db: Database, channel_id: int, report: StatusReport, *, actor: 
             return False
         _advance(conn, row.id, row.org_id, MessageStatus(row.status), report, actor, now)
         return True
+
+
+def apply_statuses(db: Database, reports: Sequence[tuple[int, StatusReport, str]]) -> list[bool]:
+    """Apply many delivery reports (channel id, report, actor) in one transaction.
+
+    The same rules as ``apply_status``, one statement per kind instead of per report: a burst
+    of thousands of callbacks a second costs tens of transactions. Returns, per report, whether
+    a message had its provider id (False: parked in ``orphan_reports``)."""
+    if not reports:
+        return []
+    now = utcnow()
+    found: list[bool] = []
+    with db.write() as conn:
+        by_channel: dict[int, list[str]] = {}
+        for channel_id, report, _actor in reports:
+            by_channel.setdefault(channel_id, []).append(report.provider_message_id)
+        for channel_id in sorted(by_channel):
+            lock_provider_ids(conn, channel_id, by_channel[channel_id])
+        keys = sorted({(c, r.provider_message_id) for c, r, _a in reports})
+        current: dict[tuple[int, str], tuple[int, int, MessageStatus]] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            rows = conn.execute(
+                sa.select(
+                    messages.c.id,
+                    messages.c.org_id,
+                    messages.c.status,
+                    messages.c.channel_id,
+                    messages.c.provider_message_id,
+                ).where(
+                    messages.c.direction == Direction.OUTBOUND,
+                    sa.tuple_(messages.c.channel_id, messages.c.provider_message_id).in_(chunk),
+                )
+            )
+            for row in rows:
+                key = (row.channel_id, row.provider_message_id)
+                current[key] = (row.id, row.org_id, MessageStatus(row.status))
+        before = dict(current)
+        events: list[dict[str, Any]] = []
+        orphans: list[dict[str, Any]] = []
+        changed: dict[int, dict[str, Any]] = {}
+        for channel_id, report, actor in reports:
+            key = (channel_id, report.provider_message_id)
+            hit = current.get(key)
+            if hit is None:
+                found.append(False)
+                orphans.append(
+                    {
+                        "channel_id": channel_id,
+                        "provider_message_id": report.provider_message_id,
+                        "status": report.status,
+                        "error_code": report.error_code,
+                        "error_detail": report.error_message,
+                        "created_at": now,
+                    }
+                )
+                continue
+            found.append(True)
+            message_id, org_id, status = hit
+            if not can_advance(status, report.status):
+                continue
+            current[key] = (message_id, org_id, report.status)
+            values = changed.setdefault(
+                message_id,
+                {
+                    "mid": message_id,
+                    "was": before[key][2],
+                    "delivered_at": None,
+                    "error_code": None,
+                    "error_detail": None,
+                },
+            )
+            values["new"] = report.status
+            if report.status == S.DELIVERED:
+                values["delivered_at"] = now
+            if report.error_code:
+                values["error_code"] = report.error_code
+                values["error_detail"] = report.error_message
+            events.append(
+                event_row(
+                    org_id=org_id,
+                    message_id=message_id,
+                    from_status=status,
+                    to_status=report.status,
+                    actor=actor,
+                    now=now,
+                    reason="delivery_report",
+                    provider_code=report.error_code,
+                    detail=report.error_message,
+                )
+            )
+        if changed:
+            conn.execute(
+                sa.update(messages)
+                .where(
+                    messages.c.id == sa.bindparam("mid"), messages.c.status == sa.bindparam("was")
+                )
+                .values(
+                    status=sa.bindparam("new"),
+                    updated_at=now,
+                    delivered_at=sa.func.coalesce(
+                        sa.bindparam("delivered_at", type_=UTCDateTime()), messages.c.delivered_at
+                    ),
+                    error_code=sa.func.coalesce(sa.bindparam("error_code"), messages.c.error_code),
+                    error_detail=sa.func.coalesce(
+                        sa.bindparam("error_detail"), messages.c.error_detail
+                    ),
+                ),
+                list(changed.values()),
+            )
+        add_events(conn, events)
+        if orphans:
+            conn.execute(orphan_reports.insert(), orphans)
+    return found
 
 
 def _advance(

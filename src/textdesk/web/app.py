@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -10,6 +10,8 @@ import httpx
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from textdesk import __version__
 from textdesk.delivery.worker import EmbeddedWorker
@@ -17,6 +19,7 @@ from textdesk.providers.simulator.config import SimulatorConfig
 from textdesk.settings import Settings
 from textdesk.store.db import Database
 from textdesk.web import api, problems, ui, webhooks
+from textdesk.web.batching import StatusBatcher
 
 STATIC = Path(__file__).parent / "static"
 
@@ -25,6 +28,31 @@ _CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
     "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
 )
+
+
+class SecurityHeaders:
+    """Pure ASGI middleware (``@app.middleware("http")`` costs a task group per request)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        docs = scope["path"].startswith("/api/docs")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers.setdefault("X-Content-Type-Options", "nosniff")
+                headers.setdefault("Referrer-Policy", "same-origin")
+                if not docs:
+                    headers.setdefault("Content-Security-Policy", _CSP)
+                    headers.setdefault("X-Frame-Options", "DENY")
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 async def carrier_close(carrier: FastAPI) -> None:
@@ -42,6 +70,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.http = httpx.AsyncClient(timeout=settings.provider_timeout_seconds)
+        app.state.status_batcher = StatusBatcher(database)
         worker = EmbeddedWorker(settings, database) if settings.embedded_worker else None
         if worker is not None:
             worker.start()
@@ -50,6 +79,7 @@ def create_app(
         finally:
             if worker is not None:
                 await worker.stop()
+            await app.state.status_batcher.aclose()
             await app.state.http.aclose()
             if carrier is not None:
                 await carrier_close(carrier)
@@ -77,17 +107,7 @@ def create_app(
             return Response(status_code=401, headers={"HX-Redirect": "/login"})
         return RedirectResponse("/login", status_code=303)
 
-    @app.middleware("http")
-    async def _security_headers(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        response = await call_next(request)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        if not request.url.path.startswith("/api/docs"):
-            response.headers.setdefault("Content-Security-Policy", _CSP)
-            response.headers.setdefault("X-Frame-Options", "DENY")
-        return response
+    app.add_middleware(SecurityHeaders)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> JSONResponse:

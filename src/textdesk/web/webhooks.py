@@ -23,6 +23,7 @@ from textdesk.services import messaging
 from textdesk.settings import Settings
 from textdesk.store.db import Database
 from textdesk.store.tables import channels
+from textdesk.web.batching import StatusBatcher
 from textdesk.web.problems import problem
 
 log = logging.getLogger(__name__)
@@ -34,10 +35,16 @@ class _Adapters:
     def __init__(self) -> None:
         self._cache: dict[int, tuple[float, str, Provider]] = {}
 
-    def get(self, request: Request, channel_id: int) -> tuple[str, Provider] | None:
+    def cached(self, channel_id: int) -> tuple[str, Provider] | None:
         hit = self._cache.get(channel_id)
         if hit is not None and time.monotonic() - hit[0] < _CACHE_SECONDS:
             return hit[1], hit[2]
+        return None
+
+    def get(self, request: Request, channel_id: int) -> tuple[str, Provider] | None:
+        hit = self.cached(channel_id)
+        if hit is not None:
+            return hit
         db: Database = request.app.state.db
         settings: Settings = request.app.state.settings
         with db.read() as conn:
@@ -79,7 +86,9 @@ async def webhook(provider: str, channel_id: int, kind: str, request: Request) -
     if kind not in ("inbound", "status"):
         return problem(404, "Not found", f"unknown webhook kind {kind!r}")
     adapters: _Adapters = request.app.state.webhook_adapters
-    found = await asyncio.to_thread(adapters.get, request, channel_id)
+    found = adapters.cached(channel_id) or await asyncio.to_thread(
+        adapters.get, request, channel_id
+    )
     if found is None or found[0] != provider:
         return problem(404, "Not found", f"no {provider} channel {channel_id}")
     name, adapter = found
@@ -103,9 +112,8 @@ async def webhook(provider: str, channel_id: int, kind: str, request: Request) -
         else:
             report = adapter.parse_status(hook)
             if report is not None:
-                await asyncio.to_thread(
-                    messaging.apply_status, db, channel_id, report, actor=f"provider:{name}"
-                )
+                batcher: StatusBatcher = request.app.state.status_batcher
+                await batcher.submit(channel_id, report, f"provider:{name}")
     except ValueError as exc:
         # A malformed callback: say what was wrong, but answer 200 so the provider stops.
         log.warning("ignored malformed %s %s webhook: %s", name, kind, exc)
