@@ -42,6 +42,7 @@ browser:
 	@./scripts/ensure-chromium.sh
 
 bench: install
+	./scripts/ensure-wrk.sh
 	$(BIN)/python -m bench
 
 lock:

@@ -171,7 +171,13 @@ def test_late_reports_never_move_backwards(db: Database, settings: Settings, acm
 def test_reaper(db: Database, settings: Settings, acme: Org) -> None:
     admin = acme.admin.principal
     sim = channel(db, admin, provider="simulator", phone="+12015550100")
-    twi = channel(db, admin, provider="twilio", phone="+12015550101")
+    twi = channel(
+        db,
+        admin,
+        provider="twilio",
+        phone="+12015550101",
+        config={"account_sid": "AC" + "0" * 32, "auth_token": "t"},
+    )
     who = people(db, admin, 2)
     [a] = queue(db, settings, admin, who[:1], channel_id=sim)
     [b] = queue(db, settings, admin, who[1:], channel_id=twi)

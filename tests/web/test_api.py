@@ -157,32 +157,50 @@ def test_contact_crud_and_pagination(client: TestClient, acme: Org) -> None:
     assert client.get(f"/api/v1/contacts/{ids[0]}", headers=h).status_code == 404
 
 
+TWILIO = {"account_sid": "AC" + "0" * 32, "auth_token": "s3cret-token"}
+
+
 def test_channels_never_return_credentials(client: TestClient, acme: Org) -> None:
+    h = acme.admin.headers
+    partial = client.post(
+        "/api/v1/channels",
+        headers=h,
+        json={
+            "provider": "twilio",
+            "phone": "+12015550100",
+            "config": {"auth_token": "s3cret-token"},
+        },
+    )
+    assert partial.status_code == 422 and partial.json()["field"] == "config"
+    assert "account_sid" in partial.json()["detail"] and "s3cret" not in partial.text
     r = client.post(
         "/api/v1/channels",
-        headers=acme.admin.headers,
+        headers=h,
         json={
             "provider": "twilio",
             "phone": "+1 (201) 555-0100",
-            "config": {"auth_token": "s3cret-token"},
+            "config": TWILIO,
             "number_type": "toll_free",
         },
     )
     assert r.status_code == 201, r.text
     assert "s3cret" not in r.text
-    assert r.json()["rate_per_second"] == 3.0
+    assert r.json()["rate_per_second"] == 3.0 and r.json()["paused_until"] is None
     listed = client.get("/api/v1/channels", headers=acme.agent.headers)
     assert "s3cret" not in listed.text and len(listed.json()) == 1
     bad = client.post(
-        "/api/v1/channels",
-        headers=acme.admin.headers,
-        json={"provider": "carrier-pigeon", "phone": "+12015550100"},
+        "/api/v1/channels", headers=h, json={"provider": "carrier-pigeon", "phone": "+12015550100"}
     )
     assert bad.status_code == 422 and bad.json()["field"] == "provider"
     short = client.post(
         "/api/v1/channels",
-        headers=acme.admin.headers,
-        json={"provider": "twilio", "phone": "12345", "number_type": "short_code"},
+        headers=h,
+        json={
+            "provider": "twilio",
+            "phone": "12345",
+            "number_type": "short_code",
+            "config": TWILIO,
+        },
     )
     assert short.status_code == 201 and short.json()["phone_e164"] == "12345"
 

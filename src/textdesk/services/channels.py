@@ -12,6 +12,7 @@ from sqlalchemy.engine import Connection
 
 from textdesk.domain.phone import PhoneError, normalize
 from textdesk.domain.roles import Role
+from textdesk.providers import registry
 from textdesk.services import audit
 from textdesk.services.audit import RequestInfo
 from textdesk.services.auth import Principal
@@ -37,7 +38,7 @@ DEFAULT_RATE: dict[NumberType, float] = {
     NumberType.OTHER: 1.0,
 }
 
-KNOWN_PROVIDERS = ("simulator", "twilio", "telnyx", "smpp")
+KNOWN_PROVIDERS = tuple(registry.PROVIDERS)
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,10 @@ def create_channel(
     if rate_per_second is not None and not 0 < rate_per_second <= 10_000:
         raise Invalid("rate_per_second must be between 0 and 10000", field="rate_per_second")
     address = _sender_address(phone, number_type)
+    try:
+        config = registry.validate_config(provider, config or {})
+    except ValueError as exc:
+        raise Invalid(str(exc), field="config") from exc
     with db.write() as conn:
         taken = conn.execute(
             sa.select(channels.c.id).where(
@@ -125,7 +130,7 @@ def create_channel(
                 phone_e164=address,
                 number_type=number_type.value,
                 rate_per_second=rate_per_second,
-                config=config or {},
+                config=config,
                 created_at=utcnow(),
             )
             .returning(channels.c.id)
