@@ -251,3 +251,65 @@ def test_openapi_is_served(client: TestClient) -> None:
     spec = client.get("/api/openapi.json").json()
     assert "/api/v1/contacts" in spec["paths"]
     assert client.get("/api/docs").status_code == 200
+
+
+def test_consent_api(client: TestClient, acme: Org) -> None:
+    h = acme.admin.headers
+    contact = client.post("/api/v1/contacts", headers=h, json={"phone": "+12015550100"}).json()
+    cid = contact["id"]
+    r = client.post(
+        f"/api/v1/contacts/{cid}/opt-out",
+        headers=acme.agent.headers,
+        json={"note": "asked on the phone"},
+    )
+    assert r.status_code == 204
+    assert client.get(f"/api/v1/contacts/{cid}", headers=h).json()["opted_out"]
+    # Undoing needs an admin and a reason.
+    r = client.post(
+        f"/api/v1/contacts/{cid}/opt-in",
+        headers=acme.agent.headers,
+        json={"reason": "signed the paper form"},
+    )
+    assert r.status_code == 403
+    r = client.post(f"/api/v1/contacts/{cid}/opt-in", headers=h, json={"reason": "ok"})
+    assert r.status_code == 422 and r.json()["field"] == "reason"
+    r = client.post(
+        f"/api/v1/contacts/{cid}/opt-in",
+        headers=h,
+        json={"reason": "signed the paper form on 2026-11-27"},
+    )
+    assert r.status_code == 204
+    history = client.get(f"/api/v1/contacts/{cid}/consent", headers=h).json()
+    assert [(e["kind"], e["source"]) for e in history] == [
+        ("opt_out", "agent"),
+        ("re_opt_in", "agent"),
+    ]
+    assert history[0]["evidence"] == {"note": "asked on the phone"}
+    csv_text = client.get("/api/v1/consent-events.csv", headers=h)
+    assert csv_text.headers["content-type"].startswith("text/csv")
+    lines = csv_text.text.strip().splitlines()
+    assert lines[0].startswith("id,created_at,phone_e164") and len(lines) == 3
+    assert "signed the paper form" in lines[2]
+    assert client.get("/api/v1/consent-events.csv", headers=acme.agent.headers).status_code == 403
+    audit = [e["action"] for e in client.get("/api/v1/audit-log", headers=h).json()]
+    assert "consent.admin_opt_in" in audit and "consent.opt_out" in audit
+
+
+def test_why_not_sent_is_in_the_api(client: TestClient, acme: Org, db: Database) -> None:
+    h = acme.admin.headers
+    client.post(
+        "/api/v1/channels", headers=h, json={"provider": "simulator", "phone": "+12015550199"}
+    )
+    cid = client.post("/api/v1/contacts", headers=h, json={"phone": "+12015550100"}).json()["id"]
+    client.post(f"/api/v1/contacts/{cid}/opt-out", headers=h, json={})
+    r = client.post("/api/v1/messages", headers=h, json={"contact_id": cid, "body": "Hi"})
+    assert r.status_code == 201
+    body = r.json()
+    assert body["status"] == "blocked" and body["gate_code"] == "opted_out"
+    assert "opted out" in body["gate_detail"]
+    r = client.post(
+        "/api/v1/messages",
+        headers=h,
+        json={"contact_id": cid, "body": "Hi", "purpose": "compliance"},
+    )
+    assert r.status_code == 422, "only the platform sends compliance replies"

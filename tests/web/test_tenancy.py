@@ -89,6 +89,14 @@ CASES: dict[tuple[str, str], Case] = {
         Case("GET", "/api/v1/contacts/{contact_id}"),
         Case("PUT", "/api/v1/contacts/{contact_id}", body=lambda o: dict(CONTACT_BODY)),
         Case("DELETE", "/api/v1/contacts/{contact_id}"),
+        Case("GET", "/api/v1/contacts/{contact_id}/consent"),
+        Case("POST", "/api/v1/contacts/{contact_id}/opt-out", body=lambda o: {"note": "x"}),
+        Case(
+            "POST",
+            "/api/v1/contacts/{contact_id}/opt-in",
+            body=lambda o: {"reason": "signed a paper form today"},
+        ),
+        Case("GET", "/api/v1/consent-events.csv", collection=True),
         Case("GET", "/api/v1/messages", collection=True),
         Case("POST", "/api/v1/messages", body=lambda o: {"contact_id": o.contact_id, "body": "x"}),
         Case("GET", "/api/v1/messages/{message_id}"),
@@ -152,6 +160,7 @@ def test_outsider_cannot_reach_acme(
     # And nothing of Acme's changed.
     with db.read() as conn:
         assert contacts.get_contact(conn, acme.org.id, objs.contact_id).first_name == "Secret"
+        assert not contacts.get_contact(conn, acme.org.id, objs.contact_id).opted_out
         assert channels.get_channel(conn, acme.org.id, objs.channel_id).is_active
     with db.read() as conn:
         assert accounts.get_user(conn, acme.org.id, objs.user_id).is_active

@@ -6,6 +6,7 @@ a sentence for the person who sent. Checks, in order:
 
 1. ``opted_out``: the contact revoked consent (the ledger in ``consent_events`` is the truth;
    ``contacts.opted_out`` is its derived flag).
+0. ``compliance`` purpose (the platform's STOP/HELP/START answers) is always allowed.
 2. ``quiet_hours.*``: for marketing and informational messages, the federal and state windows
    in every time zone the recipient may be in (``domain.quiet_hours``). Replies inside a
    conversation (purpose ``conversational``) are not solicitations and are not held.
@@ -33,6 +34,12 @@ class Purpose(StrEnum):
     MARKETING = "marketing"
     INFORMATIONAL = "informational"
     CONVERSATIONAL = "conversational"
+    #: The platform's own answers to STOP, HELP and START (see ``services/keywords.py``).
+    COMPLIANCE = "compliance"
+
+
+#: Purposes a person or an API key may choose; COMPLIANCE is the platform's alone.
+USER_PURPOSES = (Purpose.MARKETING, Purpose.INFORMATIONAL, Purpose.CONVERSATIONAL)
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,11 @@ def evaluate(
     now: datetime,
     valid_until: datetime | None,
 ) -> Decision:
+    if purpose == Purpose.COMPLIANCE:
+        # The one opt-out confirmation, a HELP answer, a re-subscription notice: required
+        # replies to what the contact just sent, so neither the opt-out nor quiet hours hold
+        # them (47 CFR 64.1200(a)(12): the confirmation goes within five minutes).
+        return ALLOW
     if recipient.opted_out:
         return Decision(
             Verdict.BLOCK,

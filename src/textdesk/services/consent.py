@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -10,7 +13,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from textdesk.store.tables import consent_events, contacts
+from textdesk.domain.roles import Role
+from textdesk.services import audit
+from textdesk.services.audit import RequestInfo
+from textdesk.services.auth import Principal
+from textdesk.services.errors import Invalid, NotFound
+from textdesk.store.db import Database
+from textdesk.store.tables import consent_events, contacts, utcnow
 
 
 class ConsentKind(StrEnum):
@@ -88,3 +97,162 @@ def provider_opt_out(
         evidence={"provider_code": code},
         message_id=message_id,
     )
+
+
+# --- people acting on consent ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConsentEvent:
+    id: int
+    phone_e164: str
+    contact_id: int | None
+    kind: str
+    purpose: str
+    source: str
+    evidence: dict[str, Any]
+    message_id: int | None
+    actor: str
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Any) -> ConsentEvent:
+        m = row._mapping
+        return cls(**{f: m[f] for f in cls.__dataclass_fields__})
+
+
+def history(conn: Connection, org_id: int, contact_id: int) -> list[ConsentEvent]:
+    phone = _contact_phone(conn, org_id, contact_id)
+    rows = conn.execute(
+        sa.select(consent_events)
+        .where(consent_events.c.org_id == org_id, consent_events.c.phone_e164 == phone)
+        .order_by(consent_events.c.id)
+    )
+    return [ConsentEvent.from_row(r) for r in rows]
+
+
+def _contact_phone(conn: Connection, org_id: int, contact_id: int) -> str:
+    phone = conn.execute(
+        sa.select(contacts.c.phone_e164).where(
+            contacts.c.id == contact_id, contacts.c.org_id == org_id
+        )
+    ).scalar()
+    if phone is None:
+        raise NotFound(f"contact {contact_id} not found")
+    return str(phone)
+
+
+def agent_opt_out(
+    db: Database,
+    principal: Principal,
+    contact_id: int,
+    *,
+    note: str = "",
+    request: RequestInfo | None = None,
+) -> None:
+    """Any team member may record an opt-out (e.g. the contact asked on the phone)."""
+    now = utcnow()
+    with db.write() as conn:
+        phone = _contact_phone(conn, principal.org_id, contact_id)
+        record(
+            conn,
+            org_id=principal.org_id,
+            phone=phone,
+            kind=ConsentKind.OPT_OUT,
+            source=ConsentSource.AGENT,
+            actor=principal.actor,
+            now=now,
+            evidence={"note": note.strip()} if note.strip() else {},
+        )
+        audit.record(
+            conn,
+            org_id=principal.org_id,
+            actor=principal.actor,
+            action="consent.opt_out",
+            target=f"contact:{contact_id}",
+            request=request,
+        )
+
+
+def admin_opt_in(
+    db: Database,
+    principal: Principal,
+    contact_id: int,
+    *,
+    reason: str,
+    request: RequestInfo | None = None,
+) -> None:
+    """Undo an opt-out without the contact's own START: admins only, with a stated reason
+    (e.g. "signed the paper consent form on 2026-05-04"), both kept as evidence."""
+    principal.require(Role.ADMIN)
+    reason = reason.strip()
+    if len(reason) < 10:
+        raise Invalid(
+            "say why (at least 10 characters): this is the consent evidence", field="reason"
+        )
+    now = utcnow()
+    with db.write() as conn:
+        phone = _contact_phone(conn, principal.org_id, contact_id)
+        record(
+            conn,
+            org_id=principal.org_id,
+            phone=phone,
+            kind=ConsentKind.RE_OPT_IN,
+            source=ConsentSource.AGENT,
+            actor=principal.actor,
+            now=now,
+            evidence={"reason": reason},
+        )
+        audit.record(
+            conn,
+            org_id=principal.org_id,
+            actor=principal.actor,
+            action="consent.admin_opt_in",
+            target=f"contact:{contact_id}",
+            request=request,
+            detail={"reason": reason},
+        )
+
+
+EXPORT_COLUMNS = (
+    "id",
+    "created_at",
+    "phone_e164",
+    "contact_id",
+    "kind",
+    "purpose",
+    "source",
+    "actor",
+    "message_id",
+    "evidence",
+)
+
+
+def export_rows(db: Database, principal: Principal, *, batch: int = 1000) -> Iterator[list[str]]:
+    """The whole ledger of the organization, oldest first, for a carrier or a court."""
+    principal.require(Role.ADMIN)
+    last = 0
+    while True:
+        with db.read() as conn:
+            rows = conn.execute(
+                sa.select(consent_events)
+                .where(consent_events.c.org_id == principal.org_id, consent_events.c.id > last)
+                .order_by(consent_events.c.id)
+                .limit(batch)
+            ).all()
+        if not rows:
+            return
+        for r in rows:
+            yield [
+                str(r.id),
+                r.created_at.isoformat(),
+                r.phone_e164,
+                str(r.contact_id or ""),
+                r.kind,
+                r.purpose,
+                r.source,
+                r.actor,
+                str(r.message_id or ""),
+                json.dumps(r.evidence, ensure_ascii=False, sort_keys=True),
+            ]
+        last = rows[-1].id

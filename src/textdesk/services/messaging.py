@@ -214,7 +214,7 @@ def queue_outbound(
         purpose = compliance.Purpose(purpose)
     except ValueError:
         raise Invalid(
-            f"purpose must be one of {', '.join(p.value for p in compliance.Purpose)}",
+            f"purpose must be one of {', '.join(p.value for p in compliance.USER_PURPOSES)}",
             field="purpose",
         ) from None
     contact = conn.execute(
@@ -396,8 +396,8 @@ def list_events(conn: Connection, org_id: int, message_id: int) -> list[Event]:
 
 # --- inbound -----------------------------------------------------------------------------------
 
-#: Called inside the transaction that stored an inbound message (the compliance keywords and,
-#: later, automations register here). Signature: (conn, settings, message, channel_row).
+#: Called inside the transaction that stored an inbound message, after the opt-out handling
+#: (automations register here). Signature: (conn, settings, message, channel_row).
 InboundHook = Callable[[Connection, Settings, Message, Any], None]
 INBOUND_HOOKS: list[InboundHook] = []
 
@@ -498,6 +498,10 @@ def receive_inbound(db: Database, settings: Settings, channel_id: int, sms: Inbo
         message = Message.from_row(
             conn.execute(sa.select(messages).where(messages.c.id == message_id)).one()
         )
+        # Consent first, always: an opt-out is recorded before anything else can be sent.
+        from textdesk.services import optout  # it queues replies through this module
+
+        optout.on_inbound(conn, settings, message, channel)
         for hook in INBOUND_HOOKS:
             hook(conn, settings, message, channel)
     return Received(message, duplicate=False)

@@ -241,6 +241,9 @@ conversations = sa.Table(
     sa.Column("assignee_id", BigId, sa.ForeignKey("users.id", ondelete="SET NULL")),
     sa.Column("status", sa.String(16), nullable=False, server_default="open"),
     sa.Column("unread_count", sa.Integer(), nullable=False, server_default="0"),
+    # A reply that may be an opt-out (free text, "likely") under the org's review policy.
+    sa.Column("needs_review", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Column("review_reason", sa.Text()),
     sa.Column("last_message_at", UTCDateTime()),
     _created(),
     sa.UniqueConstraint("org_id", "contact_id"),

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from textdesk.web.api import accounts, campaigns, channels, contacts, messages, preview
+from textdesk.web.api import accounts, campaigns, channels, consent, contacts, messages, preview
 
 
 def router() -> APIRouter:
     api = APIRouter(prefix="/api/v1")
-    for module in (accounts, channels, contacts, messages, campaigns, preview):
+    for module in (accounts, channels, contacts, consent, messages, campaigns, preview):
         api.include_router(module.router)
     return api

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Response, status
 from pydantic import BaseModel, Field
@@ -57,7 +57,9 @@ class MessageIn(BaseModel):
     contact_id: int
     body: str = Field(min_length=1, max_length=1600)
     channel_id: int | None = Field(default=None, description="default: the contact's sticky sender")
-    purpose: Purpose = Purpose.CONVERSATIONAL
+    purpose: Literal[Purpose.MARKETING, Purpose.INFORMATIONAL, Purpose.CONVERSATIONAL] = (
+        Purpose.CONVERSATIONAL
+    )
 
 
 @router.post("/messages", response_model=MessageOut, status_code=status.HTTP_201_CREATED)

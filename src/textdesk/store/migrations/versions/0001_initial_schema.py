@@ -310,6 +310,8 @@ def upgrade() -> None:
         ),
         sa.Column("status", sa.String(length=16), server_default="open", nullable=False),
         sa.Column("unread_count", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("needs_review", sa.Boolean(), server_default=sa.false(), nullable=False),
+        sa.Column("review_reason", sa.Text(), nullable=True),
         sa.Column("last_message_at", UTCDateTime(), nullable=True),
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(

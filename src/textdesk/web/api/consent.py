@@ -1,0 +1,81 @@
+"""Consent: a contact's history, opt-out by a team member, admin re-opt-in, ledger export."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, status
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from textdesk.services import consent
+from textdesk.web.deps import ApiCaller, Db, Origin
+
+router = APIRouter(tags=["consent"])
+
+
+class ConsentEventOut(BaseModel):
+    id: int
+    phone_e164: str
+    contact_id: int | None
+    kind: str
+    purpose: str
+    source: str
+    evidence: dict[str, Any]
+    message_id: int | None
+    actor: str
+    created_at: datetime
+
+
+class OptOutIn(BaseModel):
+    note: str = Field(default="", max_length=1000)
+
+
+class OptInIn(BaseModel):
+    reason: str = Field(max_length=1000, description="why, as evidence (10+ characters)")
+
+
+@router.get("/contacts/{contact_id}/consent", response_model=list[ConsentEventOut])
+def consent_history(contact_id: int, caller: ApiCaller, db: Db) -> Any:
+    with db.read() as conn:
+        return consent.history(conn, caller.org_id, contact_id)
+
+
+@router.post("/contacts/{contact_id}/opt-out", status_code=status.HTTP_204_NO_CONTENT)
+def opt_out(contact_id: int, body: OptOutIn, caller: ApiCaller, db: Db, origin: Origin) -> None:
+    consent.agent_opt_out(db, caller, contact_id, note=body.note, request=origin)
+
+
+@router.post("/contacts/{contact_id}/opt-in", status_code=status.HTTP_204_NO_CONTENT)
+def opt_in(contact_id: int, body: OptInIn, caller: ApiCaller, db: Db, origin: Origin) -> None:
+    consent.admin_opt_in(db, caller, contact_id, reason=body.reason, request=origin)
+
+
+@router.get("/consent-events.csv", response_class=StreamingResponse)
+def export(caller: ApiCaller, db: Db) -> StreamingResponse:
+    rows = consent.export_rows(db, caller)
+    first = next(rows, None)  # raises Forbidden before the response starts
+
+    def lines() -> Iterator[str]:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(consent.EXPORT_COLUMNS)
+        if first is not None:
+            writer.writerow(first)
+        for row in rows:
+            writer.writerow(row)
+            if buffer.tell() > 64_000:
+                yield buffer.getvalue()
+                buffer.seek(0)
+                buffer.truncate()
+        yield buffer.getvalue()
+
+    return StreamingResponse(
+        lines(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="consent-ledger.csv"'},
+    )
