@@ -27,7 +27,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from textdesk.domain.states import MessageStatus
-from textdesk.services import compliance, consent
+from textdesk.services import compliance, consent, messaging
 from textdesk.services.compliance import Recipient, Verdict
 from textdesk.services.messaging import add_events, apply_orphans, event_row, lock_provider_ids
 from textdesk.settings import Settings
@@ -169,6 +169,7 @@ def _claim_channel(
             messages.c.valid_until,
             messages.c.purpose,
             messages.c.idempotency_key,
+            messages.c.contact_id,
             contacts.c.phone_e164,
             contacts.c.opted_out,
             contacts.c.time_zone,
@@ -197,13 +198,28 @@ def _claim_channel(
     blocked: list[tuple[Any, compliance.Decision, MessageStatus]] = []
     deferred: list[tuple[Any, compliance.Decision]] = []
     capped: list[int] = []
+    capped_rows = [r.contact_id for r in rows if r.purpose in compliance.CAPPED]
+    recent = messaging.recent_sends(conn, capped_rows, now, include_queued=False)
+    caps: dict[int, int | None] = {}
     for row in rows:
         # The gate again, at dispatch: the contact may have opted out since it was queued.
+        history, cap = None, None
+        if row.purpose in compliance.CAPPED:
+            history = recent.get(row.contact_id, compliance.RecentSends())
+            if row.org_id not in caps:
+                caps[row.org_id] = messaging.contact_daily_cap(
+                    conn.execute(
+                        sa.select(organizations.c.settings).where(organizations.c.id == row.org_id)
+                    ).scalar()
+                )
+            cap = caps[row.org_id]
         decision = compliance.evaluate(
             Recipient.from_mapping(row._mapping),
             purpose=row.purpose,
             now=now,
             valid_until=row.valid_until,
+            recent=history,
+            daily_cap=cap,
         )
         if row.valid_until is not None and row.valid_until <= now:
             decision = compliance.Decision(
@@ -224,6 +240,14 @@ def _claim_channel(
                 capped.append(row.id)
                 continue
             remaining[row.org_id] = left - row.segments
+        if history is not None:  # later candidates for the same contact count this one
+            marketing = row.purpose == compliance.Purpose.MARKETING
+            recent[row.contact_id] = compliance.RecentSends(
+                history.total + 1,
+                history.marketing + int(marketing),
+                history.oldest or now,
+                history.oldest_marketing or (now if marketing else None),
+            )
         claimed.append(
             Claimed(
                 id=row.id,

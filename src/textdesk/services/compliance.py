@@ -16,7 +16,7 @@ a sentence for the person who sent. Checks, in order:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -56,6 +56,25 @@ class Decision:
 
 ALLOW = Decision(Verdict.ALLOW, "ok", "allowed")
 
+#: Purposes subject to frequency caps and quiet hours (replies in a conversation are not).
+CAPPED = (Purpose.MARKETING, Purpose.INFORMATIONAL)
+
+#: States whose law allows at most 3 marketing messages per 24 hours on the same subject
+#: (FL 501.059(8)(b), OK 15 O.S. 775C.3, MD Stop the Spam Calls Act; compliance.md §3). We
+#: count all marketing messages, which is stricter than "same subject".
+STATE_MARKETING_CAP = {"FL": 3, "OK": 3, "MD": 3}
+
+
+@dataclass(frozen=True)
+class RecentSends:
+    """Outbound messages of capped purposes to one contact in the last 24 hours."""
+
+    total: int = 0
+    marketing: int = 0
+    #: When the oldest of them went; a slot frees 24 hours after it.
+    oldest: datetime | None = None
+    oldest_marketing: datetime | None = None
+
 
 @dataclass(frozen=True)
 class Recipient:
@@ -84,7 +103,11 @@ def evaluate(
     purpose: str,
     now: datetime,
     valid_until: datetime | None,
+    recent: RecentSends | None = None,
+    daily_cap: int | None = None,
 ) -> Decision:
+    """``recent`` and ``daily_cap`` (the org's per-contact cap per rolling 24 hours) are given
+    by callers for capped purposes; without them the caps are not checked."""
     if purpose == Purpose.COMPLIANCE:
         # The one opt-out confirmation, a HELP answer, a re-subscription notice: required
         # replies to what the contact just sent, so neither the opt-out nor quiet hours hold
@@ -98,6 +121,8 @@ def evaluate(
         )
     if purpose != Purpose.CONVERSATIONAL:
         decision = _quiet_hours(recipient, now)
+        if decision is None and recent is not None:
+            decision = _frequency(recipient, purpose, recent, daily_cap)
         if decision is not None:
             if valid_until is not None and (decision.until is None or decision.until > valid_until):
                 return Decision(
@@ -123,3 +148,33 @@ def _quiet_hours(recipient: Recipient, now: datetime) -> Decision | None:
     if result.next_allowed is None:
         return Decision(Verdict.BLOCK, result.rule, f"not sent: {result.explanation}")
     return Decision(Verdict.DEFER, result.rule, f"held: {result.explanation}", result.next_allowed)
+
+
+def _frequency(
+    recipient: Recipient, purpose: str, recent: RecentSends, daily_cap: int | None
+) -> Decision | None:
+    day = timedelta(hours=24)
+    if daily_cap is not None and recent.total >= daily_cap and recent.oldest is not None:
+        return Decision(
+            Verdict.DEFER,
+            "frequency.contact_daily",
+            f"held: {recipient.phone_e164} already got {recent.total} messages in 24 hours "
+            f"(the organization's cap is {daily_cap})",
+            recent.oldest + day,
+        )
+    state = quiet_hours.effective_state(state=recipient.state, zip_code=recipient.zip)
+    cap = STATE_MARKETING_CAP.get(state or "")
+    if (
+        purpose == Purpose.MARKETING
+        and cap is not None
+        and recent.marketing >= cap
+        and recent.oldest_marketing is not None
+    ):
+        return Decision(
+            Verdict.DEFER,
+            f"frequency.state.{state}",
+            f"held: {state} allows {cap} marketing messages per 24 hours and "
+            f"{recipient.phone_e164} already got {recent.marketing}",
+            recent.oldest_marketing + day,
+        )
+    return None

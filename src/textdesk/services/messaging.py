@@ -34,6 +34,7 @@ from textdesk.store.tables import (
     conversations,
     message_events,
     messages,
+    organizations,
     orphan_reports,
     utcnow,
 )
@@ -228,8 +229,23 @@ def queue_outbound(
     measured = analyze(body)
     valid_until = now + timedelta(hours=settings.message_validity_hours)
     send_after = _spacing(conn, settings, contact_id, now)
+    recent, cap = None, None
+    if purpose in compliance.CAPPED:
+        recent = recent_sends(conn, [contact_id], now, include_queued=True).get(
+            contact_id, compliance.RecentSends()
+        )
+        cap = contact_daily_cap(
+            conn.execute(
+                sa.select(organizations.c.settings).where(organizations.c.id == org_id)
+            ).scalar()
+        )
     decision = compliance.evaluate(
-        Recipient.from_mapping(contact._mapping), purpose=purpose, now=now, valid_until=valid_until
+        Recipient.from_mapping(contact._mapping),
+        purpose=purpose,
+        now=now,
+        valid_until=valid_until,
+        recent=recent,
+        daily_cap=cap,
     )
     status, send_after = _apply_decision(decision, send_after)
     message_id = conn.execute(
@@ -292,6 +308,48 @@ def queue_outbound(
         wakeup.notify_in_transaction(conn)
     row = conn.execute(sa.select(messages).where(messages.c.id == message_id)).one()
     return Queued(Message.from_row(row), created=True)
+
+
+_HANDED_OVER = (S.SENDING, S.SENT, S.DELIVERED, S.UNDELIVERED, S.UNKNOWN)
+
+
+def recent_sends(
+    conn: Connection, contact_ids: Sequence[int], now: datetime, *, include_queued: bool
+) -> dict[int, compliance.RecentSends]:
+    """Capped-purpose messages per contact in the last 24 hours (for frequency caps).
+
+    At creation, queued messages count too (they are about to go); at claim only those
+    already handed to a provider count, since the candidates themselves are queued."""
+    if not contact_ids:
+        return {}
+    statuses = [*_HANDED_OVER, S.QUEUED] if include_queued else list(_HANDED_OVER)
+    when = sa.type_coerce(
+        sa.func.coalesce(messages.c.sent_at, messages.c.created_at), UTCDateTime()
+    )
+    is_marketing = messages.c.purpose == compliance.Purpose.MARKETING
+    rows = conn.execute(
+        sa.select(
+            messages.c.contact_id,
+            sa.func.count(),
+            sa.func.sum(sa.case((is_marketing, 1), else_=0)),
+            sa.type_coerce(sa.func.min(when), UTCDateTime()),
+            sa.type_coerce(sa.func.min(sa.case((is_marketing, when))), UTCDateTime()),
+        )
+        .where(
+            messages.c.contact_id.in_(sorted(set(contact_ids))),
+            messages.c.direction == Direction.OUTBOUND,
+            messages.c.purpose.in_(list(compliance.CAPPED)),
+            messages.c.status.in_(statuses),
+            when >= now - timedelta(hours=24),
+        )
+        .group_by(messages.c.contact_id)
+    ).all()
+    return {r[0]: compliance.RecentSends(int(r[1]), int(r[2] or 0), r[3], r[4]) for r in rows}
+
+
+def contact_daily_cap(org_settings: Any) -> int | None:
+    value = (org_settings or {}).get("contact_daily_cap")
+    return int(value) if value else None
 
 
 def _spacing(
