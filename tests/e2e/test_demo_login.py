@@ -50,3 +50,18 @@ def test_owner_creates_an_api_key_with_htmx(demo_server: DemoServer, page: Page)
     # htmx swapped the section in place: still on /settings, no full reload.
     expect(page).to_have_url(f"{demo_server.url}/settings")
     expect(page.get_by_role("cell", name="CRM sync")).to_be_visible()
+
+
+def test_agent_opens_a_contact_and_records_an_opt_out(demo_server: DemoServer, page: Page) -> None:
+    page.goto(f"{demo_server.url}/login")
+    page.get_by_label("E-mail").fill("agent1@demo.textdesk.test")
+    page.get_by_label("Password").fill(demo_server.logins["agent1@demo.textdesk.test"])
+    page.get_by_role("button", name="Log in").click()
+    page.get_by_role("link", name="Contacts", exact=True).click()
+    page.locator("table.list tbody a").first.click()
+    expect(page.get_by_test_id("consent-state")).to_have_text("subscribed")
+    page.get_by_label("Note").fill("asked by phone")
+    page.get_by_role("button", name="Record opt-out").click()
+    expect(page.get_by_test_id("consent-state")).to_have_text("opted out")
+    expect(page.get_by_role("cell", name="opt_out")).to_be_visible()
+    screenshot(page, "contact")

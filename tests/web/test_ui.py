@@ -99,3 +99,57 @@ def test_no_third_party_assets(client: TestClient) -> None:
     assert "default-src 'self'" in page.headers["content-security-policy"]
     assert client.get("/static/vendor/htmx.min.js").status_code == 200
     assert client.get("/static/vendor/htmx-ext-sse.js").status_code == 200
+
+
+def test_contact_page_shows_consent_and_why_not_sent(
+    client: TestClient, acme: Org, globex: Org, db: Database
+) -> None:
+    from tests.delivery.helpers import channel
+    from textdesk.providers.base import InboundSms
+    from textdesk.services import messaging
+    from textdesk.settings import Settings
+
+    settings: Settings = client.app.state.settings  # type: ignore[attr-defined]
+    ch = channel(db, acme.admin.principal)
+    messaging.receive_inbound(
+        db, settings, ch, InboundSms("IN-1", "+12015550777", "+12015550100", "stop texting me pls")
+    )
+    cid = client.get("/api/v1/contacts", headers=acme.admin.headers).json()["items"][0]["id"]
+    blocked = client.post(
+        "/api/v1/messages",
+        headers=acme.admin.headers,
+        json={"contact_id": cid, "body": "Are you sure?"},
+    ).json()
+    assert blocked["status"] == "blocked"
+    login(client, acme.agent.user.email)
+    page = client.get(f"/contacts/{cid}")
+    assert page.status_code == 200
+    assert 'data-testid="consent-state">opted out' in page.text
+    assert "stop texting me pls" in page.text and "free_text" in page.text
+    assert "not sent:" in page.text and "opted out" in page.text
+    assert "Undo opt-out" not in page.text, "agents cannot undo an opt-out"
+    # Another organization's contact does not exist for this agent.
+    assert client.get("/contacts/999999").status_code == 404
+
+
+def test_agent_records_opt_out_then_admin_undoes_with_reason(client: TestClient, acme: Org) -> None:
+    cid = client.post(
+        "/api/v1/contacts", headers=acme.admin.headers, json={"phone": "+12015550100"}
+    ).json()["id"]
+    login(client, acme.agent.user.email)
+    page = client.get(f"/contacts/{cid}")
+    token = _CSRF.search(page.text).group(1)  # type: ignore[union-attr]
+    assert client.post(f"/contacts/{cid}/opt-out", data={"note": "on the phone"}).status_code == 403
+    r = client.post(f"/contacts/{cid}/opt-out", data={"note": "on the phone", "csrf_token": token})
+    assert r.status_code == 200 and 'consent-state">opted out' in r.text
+    client.cookies.clear()
+    login(client, acme.admin.user.email)
+    page = client.get(f"/contacts/{cid}")
+    token = _CSRF.search(page.text).group(1)  # type: ignore[union-attr]
+    short = client.post(f"/contacts/{cid}/opt-in", data={"reason": "ok", "csrf_token": token})
+    assert "at least 10 characters" in short.text
+    r = client.post(
+        f"/contacts/{cid}/opt-in",
+        data={"reason": "signed the paper form today", "csrf_token": token},
+    )
+    assert 'consent-state">subscribed' in r.text and "signed the paper form today" in r.text

@@ -13,9 +13,10 @@ from fastapi.templating import Jinja2Templates
 
 from textdesk import __version__
 from textdesk.domain.roles import Role
-from textdesk.services import accounts, auth, campaigns, channels, contacts
+from textdesk.services import accounts, auth, campaigns, channels, consent, contacts, messaging
 from textdesk.services.auth import Principal
 from textdesk.services.errors import Forbidden, RateLimited, ServiceError, Unauthenticated
+from textdesk.store.tables import utcnow
 from textdesk.web.deps import SESSION_COOKIE, Config, Db, Origin, session_principal
 
 LOGIN_CSRF_COOKIE = "td_login_csrf"
@@ -143,6 +144,7 @@ def home(request: Request, db: Db, viewer: Viewer) -> Response:
         channels=numbers,
         campaigns=drafts,
         contact_count=contact_count,
+        now=utcnow(),
     )
 
 
@@ -159,6 +161,58 @@ def contact_list(request: Request, db: Db, viewer: Viewer, after: int = 0) -> Re
         contacts=page,
         next_after=page[-1].id if len(page) == 50 else None,
     )
+
+
+@router.get("/contacts/{contact_id}", response_class=HTMLResponse)
+def contact_detail(request: Request, contact_id: int, db: Db, viewer: Viewer) -> Response:
+    return _contact_page(request, db, viewer, contact_id, error=None)
+
+
+def _contact_page(
+    request: Request, db: Db, viewer: Principal, contact_id: int, *, error: str | None
+) -> Response:
+    with db.read() as conn:
+        contact = contacts.get_contact(conn, viewer.org_id, contact_id)
+        thread = messaging.list_messages(conn, viewer.org_id, contact_id=contact_id, limit=50)
+        history = consent.history(conn, viewer.org_id, contact_id)
+    return _page(
+        request,
+        "contact.html",
+        viewer,
+        contact=contact,
+        messages=thread[::-1],
+        history=history,
+        error=error,
+    )
+
+
+@router.post("/contacts/{contact_id}/opt-out", response_class=HTMLResponse)
+def contact_opt_out(
+    request: Request,
+    contact_id: int,
+    db: Db,
+    origin: Origin,
+    actor: Actor,
+    note: Annotated[str, Form()] = "",
+) -> Response:
+    consent.agent_opt_out(db, actor, contact_id, note=note, request=origin)
+    return _contact_page(request, db, actor, contact_id, error=None)
+
+
+@router.post("/contacts/{contact_id}/opt-in", response_class=HTMLResponse)
+def contact_opt_in(
+    request: Request,
+    contact_id: int,
+    db: Db,
+    origin: Origin,
+    actor: Actor,
+    reason: Annotated[str, Form()] = "",
+) -> Response:
+    try:
+        consent.admin_opt_in(db, actor, contact_id, reason=reason, request=origin)
+    except ServiceError as exc:
+        return _contact_page(request, db, actor, contact_id, error=exc.message)
+    return _contact_page(request, db, actor, contact_id, error=None)
 
 
 @router.get("/settings", response_class=HTMLResponse)
