@@ -95,6 +95,10 @@ def demo_command(
     ] = True,
 ) -> None:
     """Migrate, seed the demo organization (printing its logins) and serve it."""
+    import os
+
+    # Simulated customers answer some of what they get, so the demo shows replies arriving.
+    os.environ.setdefault("TEXTDESK_SIMULATOR_REPLY_RATE", "0.3")
     settings, db = _setup()
     migrations.upgrade(db.engine)
     result = demo.seed(db)

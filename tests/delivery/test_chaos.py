@@ -107,6 +107,7 @@ def test_sigkilled_workers_lose_and_duplicate_nothing(
         "TEXTDESK_SIMULATOR_LATENCY_MS": "20",
         "TEXTDESK_SIMULATOR_LATENCY_JITTER_MS": "20",
         "TEXTDESK_SIMULATOR_DLR_DELAY_MS": "50",
+        "TEXTDESK_SIMULATOR_REPLY_DELAY_MS": "100",
         "TEXTDESK_SIMULATOR_SEED": "7",
         "TEXTDESK_SIMULATOR_HANG_MS": "0",
         "TEXTDESK_DELIVERY_LEASE_SECONDS": "5",
@@ -156,17 +157,20 @@ def test_sigkilled_workers_lose_and_duplicate_nothing(
             print(f"kills done at {time.monotonic() - started:.1f} s")
             # Let the survivors drain (leases of killed workers run out after 5 s).
             deadline = time.monotonic() + 180
-            while time.monotonic() < deadline:
+            quiet = 0
+            while time.monotonic() < deadline and quiet < 3:
                 with db.read() as conn:
                     left = conn.execute(
                         sa.select(sa.func.count())
                         .select_from(messages)
                         .where(messages.c.status.not_in(FINAL | {"received"}))
                     ).scalar()
-                if left == 0:
-                    print(f"drained {time.monotonic() - started:.1f} s after start")
-                    break
+                pending = httpx.get(f"{sim_url}/v1/stats").json()["pending_callbacks"]
+                # Done when nothing is in flight on either side (customer replies to the
+                # simulated STOP/HELP messages arrive after their delivery reports).
+                quiet = quiet + 1 if left == 0 and pending == 0 else 0
                 time.sleep(0.5)
+            print(f"drained {time.monotonic() - started:.1f} s after start")
             stats = httpx.get(f"{sim_url}/v1/stats").json()
         finally:
             for w in workers:
@@ -179,11 +183,19 @@ def test_sigkilled_workers_lose_and_duplicate_nothing(
                     w.kill()
 
     outbound = messages.c.direction == "out"
+    ours = sa.and_(outbound, messages.c.purpose != "compliance")  # not the STOP/HELP answers
     with db.read() as conn:
+        answers = (
+            conn.execute(
+                sa.select(messages.c.status).where(outbound, messages.c.purpose == "compliance")
+            )
+            .scalars()
+            .all()
+        )
         by_status = dict(
             conn.execute(
                 sa.select(messages.c.status, sa.func.count())
-                .where(outbound)
+                .where(ours)
                 .group_by(messages.c.status)
             ).all()
         )
@@ -196,6 +208,7 @@ def test_sigkilled_workers_lose_and_duplicate_nothing(
             sa.select(sa.func.count(sa.distinct(messages.c.provider_message_id))).where(outbound)
         ).scalar()
     assert sum(by_status.values()) == MESSAGES, "no message lost"
+    assert set(answers) <= FINAL, "the simulated STOP/HELP replies were answered, too"
     assert set(by_status) <= FINAL, f"all final or unknown: {by_status}\n{stats}"
     assert kills >= 10
     # The carrier accepted each message at most once (re-sends after a crash were recognized by
@@ -203,4 +216,5 @@ def test_sigkilled_workers_lose_and_duplicate_nothing(
     assert stats["accepted"] == stats["distinct_keys"], stats
     assert stats["accepted"] <= MESSAGES
     assert with_id == distinct_ids
-    assert by_status.get("delivered", 0) == stats["delivered"], (by_status, stats)
+    delivered = by_status.get("delivered", 0) + answers.count("delivered")
+    assert delivered == stats["delivered"], (by_status, answers, stats)

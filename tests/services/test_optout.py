@@ -169,3 +169,12 @@ def test_no_double_confirmation_when_the_provider_answered(
     assert opted_out(db) and outbound_bodies(db) == []
     inbound(db, settings, ch, "Stop.", sender="+12015550778")  # Twilio ignores punctuation
     assert opted_out(db, "+12015550778") and len(outbound_bodies(db)) == 1
+
+
+def test_help_loops_are_cut(db: Database, settings: Settings, acme: Org) -> None:
+    """Another auto-responder answering our HELP text with HELP gets one answer, not a loop."""
+    ch = channel(db, acme.admin.principal)
+    for _ in range(5):
+        inbound(db, settings, ch, "HELP")
+    assert len(outbound_bodies(db)) == 1
+    assert ledger(db) == [("help", "keyword")] * 5

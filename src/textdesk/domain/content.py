@@ -229,14 +229,18 @@ _BRACKETS: Final = {")": "(", "]": "[", "}": "{", ">": "<"}
 
 
 def _strip_trailing(url: str) -> str:
-    while url:
-        last = url[-1]
-        unbalanced = last in _BRACKETS and url.count(last) > url.count(_BRACKETS[last])
-        if last in _TRAILING or unbalanced:
-            url = url[:-1]
-        else:
+    """Drop sentence punctuation and unbalanced closing brackets from the end of ``url``."""
+    # Open-minus-close count per bracket pair, kept up to date as characters are dropped.
+    balance = {close: url.count(open_) - url.count(close) for close, open_ in _BRACKETS.items()}
+    end = len(url)
+    while end:
+        last = url[end - 1]
+        if last in _BRACKETS and balance[last] < 0:
+            balance[last] += 1
+        elif last not in _TRAILING:
             break
-    return url
+        end -= 1
+    return url[:end]
 
 
 def _normalize_host(raw: str) -> str:
@@ -291,6 +295,7 @@ def is_public_shortener(host: str) -> bool:
 
 
 def _shortener_of(host: str) -> str:
+    host = host.rstrip(".")
     return next(s for s in sorted(PUBLIC_SHORTENERS) if host == s or host.endswith("." + s))
 
 
@@ -571,9 +576,9 @@ def check(body: str, policy: ContentPolicy = ContentPolicy()) -> tuple[Finding, 
         if is_public_shortener(host):
             add(
                 CODE_URL_SHORTENER,
-                f"{_shortener_of(host)} (in {body[start:end]}) is a public URL shortener; "
-                f"carriers filter these links with no recourse. Use a link on your own "
-                f"domain.",
+                f'{_shortener_of(host)} is a public URL shortener ("{body[start:end]}"); '
+                "carriers filter these links with no recourse. Use a link on your own "
+                "domain.",
                 (start, end),
             )
 

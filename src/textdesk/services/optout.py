@@ -15,7 +15,7 @@ is recorded before anything else can be sent to that number.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -28,7 +28,7 @@ from textdesk.services.compliance import Purpose
 from textdesk.services.consent import ConsentKind, ConsentSource
 from textdesk.services.messaging import Message, queue_outbound
 from textdesk.settings import Settings
-from textdesk.store.tables import contacts, conversations, organizations, utcnow
+from textdesk.store.tables import contacts, conversations, messages, organizations, utcnow
 
 DEFAULTS = {
     "opt_out_confirmation": (
@@ -130,7 +130,9 @@ def on_inbound(conn: Connection, settings: Settings, message: Message, channel: 
             evidence=evidence,
             message_id=message.id,
         )
-        if not _provider_already_confirmed(channel, message.body, Intent.HELP):
+        if not _provider_already_confirmed(
+            channel, message.body, Intent.HELP
+        ) and not _answered_recently(conn, message.contact_id, "help:", now):
             reply("help_text", "help")
     elif result.intent is Intent.OPT_IN and contact.opted_out:
         consent.record(
@@ -146,6 +148,27 @@ def on_inbound(conn: Connection, settings: Settings, message: Message, channel: 
         )
         if not _provider_already_confirmed(channel, message.body, Intent.OPT_IN):
             reply("opt_in_confirmation", "opt-in-confirmation")
+
+
+#: One HELP answer per contact per window: another auto-responder that answers our answer
+#: with HELP would otherwise ping-pong with us forever.
+HELP_ANSWER_WINDOW = timedelta(minutes=10)
+
+
+def _answered_recently(conn: Connection, contact_id: int, key_prefix: str, now: datetime) -> bool:
+    return (
+        conn.execute(
+            sa.select(messages.c.id)
+            .where(
+                messages.c.contact_id == contact_id,
+                messages.c.direction == "out",
+                messages.c.idempotency_key.like(f"{key_prefix}%"),
+                messages.c.created_at >= now - HELP_ANSWER_WINDOW,
+            )
+            .limit(1)
+        ).first()
+        is not None
+    )
 
 
 def _flag(conn: Connection, message: Message, reason: str, now: datetime) -> None:

@@ -145,6 +145,7 @@ class CarrierState:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.messages: dict[str, Record] = {}
         self.by_key: dict[str, Record] = {}
+        self._scripted_done: set[str] = set()
         self.counters = Stats()
 
     # --- control -------------------------------------------------------------------------------
@@ -156,6 +157,7 @@ class CarrierState:
         self._tasks.clear()
         self.messages.clear()
         self.by_key.clear()
+        self._scripted_done.clear()
         self.counters = Stats()
 
     def stats(self) -> dict[str, int]:
@@ -319,6 +321,11 @@ class CarrierState:
     def _reply_for(self, to: str) -> str | None:
         scripted = script.SCRIPTED_REPLIES.get(script.suffix(to))
         if scripted is not None:
+            # A scripted customer answers once: a person who texted HELP does not text HELP
+            # again to every answer, and two auto-responders would otherwise loop forever.
+            if to in self._scripted_done:
+                return None
+            self._scripted_done.add(to)
             return scripted
         if self.config.reply_rate and self._rng.random() < self.config.reply_rate:
             return self._rng.choice(script.RANDOM_REPLIES)
