@@ -313,3 +313,32 @@ def test_why_not_sent_is_in_the_api(client: TestClient, acme: Org, db: Database)
         json={"contact_id": cid, "body": "Hi", "purpose": "compliance"},
     )
     assert r.status_code == 422, "only the platform sends compliance replies"
+
+
+def test_content_rules_on_send_and_preview(client: TestClient, acme: Org, db: Database) -> None:
+    h = acme.admin.headers
+    client.post(
+        "/api/v1/channels", headers=h, json={"provider": "simulator", "phone": "+12015550199"}
+    )
+    cid = client.post("/api/v1/contacts", headers=h, json={"phone": "+12015550100"}).json()["id"]
+    r = client.post(
+        "/api/v1/messages", headers=h, json={"contact_id": cid, "body": "Deals at bit.ly/abc today"}
+    )
+    assert r.json()["status"] == "blocked" and r.json()["gate_code"] == "content.url_shortener"
+    assert "bit.ly" in r.json()["gate_detail"]
+    # A first message without the brand or opt-out language goes, with warnings to show.
+    r = client.post("/api/v1/messages", headers=h, json={"contact_id": cid, "body": "Hi there"})
+    codes = {w["code"] for w in r.json()["warnings"]}
+    assert r.json()["status"] == "queued"
+    assert {"content.missing_brand", "content.missing_opt_out_language"} <= codes
+    # The second message to the same contact does not need them again.
+    r = client.post("/api/v1/messages", headers=h, json={"contact_id": cid, "body": "Thanks!"})
+    assert r.json()["warnings"] == []
+    p = client.post(
+        "/api/v1/templates/preview",
+        headers=h,
+        json={"template": "Hi {first_name|there}, it’s Acme — book now. Reply STOP to opt out."},
+    )
+    found = {f["code"]: f for f in p.json()["findings"]}
+    assert "content.ucs2" in found and found["content.ucs2"]["fix"]
+    assert "content.missing_brand" not in found and "content.missing_opt_out_language" not in found

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from textdesk.domain import quiet_hours
+from textdesk.domain import content, quiet_hours
 from textdesk.domain.phone import area_code_time_zones
 
 
@@ -178,3 +178,36 @@ def _frequency(
             recent.oldest_marketing + day,
         )
     return None
+
+
+def content_policy(
+    org_name: str, org_settings: Any, *, first_message: bool
+) -> content.ContentPolicy:
+    """The org's content rules. ``content_blocks`` (codes or prefixes such as
+    ``content.shaft``) escalates warnings to blocks; the carrier-level blocks always stay."""
+    settings = org_settings or {}
+    extra = frozenset(str(code) for code in settings.get("content_blocks", ()))
+    names = tuple(str(n) for n in settings.get("brand_names", ())) or (org_name,)
+    return content.ContentPolicy(
+        brand_names=names,
+        require_brand=first_message,
+        require_opt_out_language=first_message,
+        blocked=content.DEFAULT_BLOCKED | extra,
+    )
+
+
+def content_decision(
+    body: str, policy: content.ContentPolicy
+) -> tuple[Decision | None, list[dict[str, str]]]:
+    """A block for the first blocking finding (if any) and the warnings to show."""
+    findings = content.check(body, policy)
+    blocking = [f for f in findings if f.severity is content.Severity.BLOCK]
+    warnings = [
+        {"code": f.code, "message": f.message}
+        for f in findings
+        if f.severity is content.Severity.WARNING
+    ]
+    if blocking:
+        first = blocking[0]
+        return Decision(Verdict.BLOCK, first.code, f"not sent: {first.message}"), warnings
+    return None, warnings

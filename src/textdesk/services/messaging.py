@@ -69,6 +69,7 @@ class Message:
     error_detail: str | None
     gate_code: str | None
     gate_detail: str | None
+    warnings: list[dict[str, str]]
     created_by: int | None
     created_at: datetime
     updated_at: datetime
@@ -247,6 +248,31 @@ def queue_outbound(
         recent=recent,
         daily_cap=cap,
     )
+    warnings: list[dict[str, str]] = []
+    if purpose != compliance.Purpose.COMPLIANCE and decision.verdict is not Verdict.BLOCK:
+        org = conn.execute(
+            sa.select(organizations.c.name, organizations.c.settings).where(
+                organizations.c.id == org_id
+            )
+        ).one()
+        first = (
+            conn.execute(
+                sa.select(messages.c.id)
+                .where(
+                    messages.c.contact_id == contact_id,
+                    messages.c.direction == Direction.OUTBOUND,
+                    messages.c.purpose != compliance.Purpose.COMPLIANCE,
+                    # Only what can reach the contact counts as having introduced ourselves.
+                    messages.c.status.not_in([S.BLOCKED, S.EXPIRED, S.FAILED]),
+                )
+                .limit(1)
+            ).first()
+            is None
+        )
+        policy = compliance.content_policy(org.name, org.settings, first_message=first)
+        blocked, warnings = compliance.content_decision(body, policy)
+        if blocked is not None:
+            decision = blocked
     status, send_after = _apply_decision(decision, send_after)
     message_id = conn.execute(
         messages.insert()
@@ -267,6 +293,7 @@ def queue_outbound(
             idempotency_key=idempotency_key,
             gate_code=decision.code,
             gate_detail=decision.detail,
+            warnings=warnings,
             created_by=created_by,
             created_at=now,
             updated_at=now,

@@ -282,6 +282,8 @@ messages = sa.Table(
     # The compliance gate's last decision: machine code plus a human sentence.
     sa.Column("gate_code", sa.String(64)),
     sa.Column("gate_detail", sa.Text()),
+    # Content warnings that did not block (shown to whoever sent it): [{code, message}].
+    sa.Column("warnings", Json, nullable=False, server_default="[]"),
     sa.Column("created_by", BigId, sa.ForeignKey("users.id", ondelete="SET NULL")),
     _created(),
     sa.Column("updated_at", UTCDateTime(), nullable=False),

@@ -34,6 +34,9 @@ class MessageOut(BaseModel):
     error_detail: str | None
     gate_code: str | None = Field(description="the compliance gate's last decision")
     gate_detail: str | None = Field(description="the same in a sentence, e.g. why not sent")
+    warnings: list[dict[str, str]] = Field(
+        description="content warnings that did not block: [{code, message}]"
+    )
     created_at: datetime
     sent_at: datetime | None
     delivered_at: datetime | None

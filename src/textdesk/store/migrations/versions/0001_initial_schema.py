@@ -453,6 +453,12 @@ def upgrade() -> None:
         sa.Column("gate_code", sa.String(length=64), nullable=True),
         sa.Column("gate_detail", sa.Text(), nullable=True),
         sa.Column(
+            "warnings",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            server_default="[]",
+            nullable=False,
+        ),
+        sa.Column(
             "created_by", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True
         ),
         sa.Column("created_at", UTCDateTime(), nullable=False),
