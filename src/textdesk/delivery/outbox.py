@@ -449,86 +449,44 @@ def record(db: Database, outcomes: Sequence[Outcome], *, actor: str) -> None:
                 for o in sent
             ]
         for o in outcomes:
+            if isinstance(o, Sent):
+                continue
+            # (new status, event reason, extra columns) per kind of failure.
             if isinstance(o, Retry):
-                conn.execute(
-                    sa.update(messages)
-                    .where(messages.c.id == o.message.id, messages.c.status == S.SENDING)
-                    .values(
-                        status=S.QUEUED,
-                        send_after=o.retry_at,
-                        lease_until=None,
-                        error_code=o.code,
-                        error_detail=o.detail,
-                        updated_at=now,
-                    )
-                )
-                events.append(
-                    event_row(
-                        org_id=o.message.org_id,
-                        message_id=o.message.id,
-                        from_status=S.SENDING,
-                        to_status=S.QUEUED,
-                        actor=actor,
-                        now=now,
-                        reason="retry",
-                        provider_code=o.code,
-                        detail=o.detail,
-                    )
-                )
+                status, reason, extra = S.QUEUED, "retry", {"send_after": o.retry_at}
             elif isinstance(o, Unknown):
-                conn.execute(
-                    sa.update(messages)
-                    .where(messages.c.id == o.message.id, messages.c.status == S.SENDING)
-                    .values(
-                        status=S.UNKNOWN,
-                        lease_until=None,
-                        error_code=o.code,
-                        error_detail=o.detail,
-                        updated_at=now,
-                    )
+                status, reason, extra = S.UNKNOWN, "ambiguous", {}
+            else:
+                status, reason, extra = S.FAILED, "provider_error", {}
+            conn.execute(
+                sa.update(messages)
+                .where(messages.c.id == o.message.id, messages.c.status == S.SENDING)
+                .values(
+                    status=status,
+                    lease_until=None,
+                    error_code=o.code,
+                    error_detail=o.detail,
+                    updated_at=now,
+                    **extra,
                 )
-                events.append(
-                    event_row(
-                        org_id=o.message.org_id,
-                        message_id=o.message.id,
-                        from_status=S.SENDING,
-                        to_status=S.UNKNOWN,
-                        actor=actor,
-                        now=now,
-                        reason="ambiguous",
-                        provider_code=o.code,
-                        detail=o.detail,
-                    )
+            )
+            events.append(
+                event_row(
+                    org_id=o.message.org_id,
+                    message_id=o.message.id,
+                    from_status=S.SENDING,
+                    to_status=status,
+                    actor=actor,
+                    now=now,
+                    reason=reason,
+                    provider_code=o.code,
+                    detail=o.detail,
                 )
-            elif isinstance(o, Failed):
-                conn.execute(
-                    sa.update(messages)
-                    .where(messages.c.id == o.message.id, messages.c.status == S.SENDING)
-                    .values(
-                        status=S.FAILED,
-                        lease_until=None,
-                        error_code=o.code,
-                        error_detail=o.detail,
-                        updated_at=now,
-                    )
+            )
+            if isinstance(o, Failed) and o.opted_out:
+                consent.provider_opt_out(
+                    conn, o.message.org_id, o.message.to, o.message.id, o.code, now
                 )
-                events.append(
-                    event_row(
-                        org_id=o.message.org_id,
-                        message_id=o.message.id,
-                        from_status=S.SENDING,
-                        to_status=S.FAILED,
-                        actor=actor,
-                        now=now,
-                        reason="provider_error",
-                        provider_code=o.code,
-                        detail=o.detail,
-                    )
-                )
-                if o.opted_out:
-                    consent.provider_opt_out(
-                        conn, o.message.org_id, o.message.to, o.message.id, o.code, now
-                    )
         add_events(conn, events)
         by_channel: dict[int, list[str]] = defaultdict(list)
         for o in sent:

@@ -82,6 +82,19 @@ def on_inbound(conn: Connection, settings: Settings, message: Message, channel: 
     }
     source = ConsentSource.KEYWORD if result.tier is Tier.KEYWORD else ConsentSource.FREE_TEXT
 
+    def record(kind: ConsentKind) -> None:
+        consent.record(
+            conn,
+            org_id=message.org_id,
+            phone=contact.phone_e164,
+            kind=kind,
+            source=source,
+            actor="system:compliance",
+            now=now,
+            evidence=evidence,
+            message_id=message.id,
+        )
+
     def reply(template_name: str, key: str) -> None:
         text = org_setting(org_settings, template_name).replace("{org}", org.name)
         queue_outbound(
@@ -103,49 +116,19 @@ def on_inbound(conn: Connection, settings: Settings, message: Message, channel: 
             _flag(conn, message, f"possible opt-out: {result.explanation}", now)
             return
         was_opted_out = bool(contact.opted_out)
-        consent.record(
-            conn,
-            org_id=message.org_id,
-            phone=contact.phone_e164,
-            kind=ConsentKind.OPT_OUT,
-            source=source,
-            actor="system:compliance",
-            now=now,
-            evidence=evidence,
-            message_id=message.id,
-        )
+        record(ConsentKind.OPT_OUT)
         if not was_opted_out and not _provider_already_confirmed(
             channel, message.body, Intent.OPT_OUT
         ):
             reply("opt_out_confirmation", "opt-out-confirmation")
     elif result.intent is Intent.HELP:
-        consent.record(
-            conn,
-            org_id=message.org_id,
-            phone=contact.phone_e164,
-            kind=ConsentKind.HELP,
-            source=source,
-            actor="system:compliance",
-            now=now,
-            evidence=evidence,
-            message_id=message.id,
-        )
+        record(ConsentKind.HELP)
         if not _provider_already_confirmed(
             channel, message.body, Intent.HELP
         ) and not _answered_recently(conn, message.contact_id, "help:", now):
             reply("help_text", "help")
     elif result.intent is Intent.OPT_IN and contact.opted_out:
-        consent.record(
-            conn,
-            org_id=message.org_id,
-            phone=contact.phone_e164,
-            kind=ConsentKind.RE_OPT_IN,
-            source=source,
-            actor="system:compliance",
-            now=now,
-            evidence=evidence,
-            message_id=message.id,
-        )
+        record(ConsentKind.RE_OPT_IN)
         if not _provider_already_confirmed(channel, message.body, Intent.OPT_IN):
             reply("opt_in_confirmation", "opt-in-confirmation")
 
