@@ -113,7 +113,7 @@ def run(workdir: Path, *, messages: int = 40_000) -> list[dict[str, object]]:
         )
     finally:
         stop(bare)
-    for engine in ("postgresql", "sqlite"):
+    for engine, web_workers in (("postgresql", 1), ("postgresql", 2), ("sqlite", 1)):
         with database(engine, workdir) as url:
             _org, channel_id = seed_outbox(
                 url, messages, provider_url="http://127.0.0.1:9", status="sent"
@@ -127,6 +127,7 @@ def run(workdir: Path, *, messages: int = 40_000) -> list[dict[str, object]]:
                 "TEXTDESK_EMBEDDED_WORKER": "false",
                 "TEXTDESK_SIMULATOR_ENABLED": "false",
                 "TEXTDESK_LOG_LEVEL": "WARNING",
+                "TEXTDESK_WEB_WORKERS": str(web_workers),
             }
             server = start(["-m", "textdesk", "serve"], env, workdir / f"serve-{engine}.log")
             try:
@@ -139,7 +140,7 @@ def run(workdir: Path, *, messages: int = 40_000) -> list[dict[str, object]]:
             applied = count_by_status(url).get("delivered", 0)
             results.append(
                 {
-                    "case": "signed status callbacks -> textdesk serve",
+                    "case": f"signed status callbacks -> textdesk serve, {web_workers} process(es)",
                     "engine": engine,
                     "per_second": round(r["rps"]),
                     "p50_ms": round(r["p50"], 1),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -110,3 +111,45 @@ def test_demo_passwords_work(cli_db: str) -> None:
     )
     assert user.role.value == "owner"
     db.dispose()
+
+
+def test_serve_with_several_processes(tmp_path: Path) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ,
+        "TEXTDESK_DATABASE_URL": f"sqlite:///{tmp_path / 'w.db'}",
+        "TEXTDESK_PORT": str(port),
+        "TEXTDESK_WEB_WORKERS": "2",
+        "TEXTDESK_EMBEDDED_WORKER": "false",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "textdesk", "serve"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError("serve with 2 workers did not answer")
+        assert r.json()["status"] == "ok"
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert b"Started parent process" in err or b"Started server process" in err

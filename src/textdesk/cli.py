@@ -62,6 +62,19 @@ def _serve(settings: Settings, db: Database) -> None:
 
     from textdesk.web.app import create_app
 
+    if settings.web_workers > 1:
+        # Each process builds its own app (and engine) from the environment.
+        db.dispose()
+        uvicorn.run(
+            "textdesk.web.app:app_from_environment",
+            factory=True,
+            workers=settings.web_workers,
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            proxy_headers=True,
+        )
+        return
     uvicorn.run(
         create_app(settings, db),
         host=settings.host,

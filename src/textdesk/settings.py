@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Address `textdesk serve` binds.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port `textdesk serve` binds.")
+    web_workers: int = Field(
+        default=1, ge=1, le=64, description="Processes `textdesk serve` runs (uvicorn workers)."
+    )
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
     log_format: LogFormat = Field(default=LogFormat.TEXT, description="text or json.")
     session_max_age: int = Field(

@@ -131,3 +131,13 @@ def create_app(
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one `textdesk serve` worker process when ``TEXTDESK_WEB_WORKERS`` > 1."""
+    from textdesk.logs import configure_logging
+    from textdesk.settings import get_settings
+
+    settings = get_settings()
+    configure_logging(settings)
+    return create_app(settings)
