@@ -115,3 +115,33 @@ def test_a_cap_past_the_validity_window_expires(
             )
     assert [m.status for m in statuses] == ["queued", "queued", "queued", "expired"]
     assert "FL allows 3 marketing messages" in (statuses[3].gate_detail or "")
+
+
+def test_org_quiet_hours_narrow_the_law(db: Database, settings: Settings, acme: Org) -> None:
+    from textdesk.services import org_settings
+
+    admin = acme.admin.principal
+    channel(db, admin)
+    [ny] = people(db, admin, 1, state="NY", zip="10001")
+    org_settings.update(
+        db,
+        admin,
+        {"quiet_hours_start": "13:00", "quiet_hours_end": "17:00", "quiet_days": [0, 1, 2, 3, 4]},
+    )
+    with db.write() as conn:  # noon in New York on a Wednesday: legal, but the org says 1 pm
+        held = messaging.queue_outbound(
+            conn,
+            settings,
+            org_id=admin.org_id,
+            contact_id=ny,
+            body="Reminder from Acme. Reply STOP to opt out.",
+            actor="t",
+            purpose="informational",
+            now=NOON_ET,
+        ).message
+        reply = messaging.queue_outbound(
+            conn, settings, org_id=admin.org_id, contact_id=ny, body="Sure!", actor="t", now=NOON_ET
+        ).message
+    assert held.status == "pending" and held.gate_code == "quiet_hours.org"
+    assert held.send_after == NOON_ET + timedelta(hours=1)
+    assert reply.status == "queued", "conversation replies are not held"

@@ -342,3 +342,43 @@ def test_content_rules_on_send_and_preview(client: TestClient, acme: Org, db: Da
     found = {f["code"]: f for f in p.json()["findings"]}
     assert "content.ucs2" in found and found["content.ucs2"]["fix"]
     assert "content.missing_brand" not in found and "content.missing_opt_out_language" not in found
+
+
+def test_organization_settings(client: TestClient, acme: Org) -> None:
+    h = acme.admin.headers
+    assert (
+        client.get("/api/v1/organization/settings", headers=h).json()["free_text_policy"] == "auto"
+    )
+    r = client.patch(
+        "/api/v1/organization/settings",
+        headers=h,
+        json={
+            "free_text_policy": "review",
+            "quiet_hours_start": "09:30",
+            "quiet_hours_end": "19:00",
+            "quiet_days": [0, 1, 2, 3, 4],
+            "help_text": "{org}: call 555-0100. Reply STOP to opt out.",
+        },
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["quiet_hours_start"] == "09:30:00" and r.json()["quiet_days"] == [0, 1, 2, 3, 4]
+    r = client.patch("/api/v1/organization/settings", headers=h, json={"daily_cap": 500})
+    assert r.json()["free_text_policy"] == "review", "a patch keeps the other settings"
+    for bad, field in [
+        ({"free_text_policy": "maybe"}, "free_text_policy"),
+        ({"quiet_days": [7]}, "quiet_days"),
+        ({"content_blocks": ["shaft"]}, "content_blocks"),
+        ({"no_such_setting": 1}, "no_such_setting"),
+    ]:
+        r = client.patch("/api/v1/organization/settings", headers=h, json=bad)
+        assert r.status_code == 422 and r.json()["field"].startswith(field), (bad, r.text)
+    r = client.patch(
+        "/api/v1/organization/settings",
+        headers=h,
+        json={"quiet_hours_start": "20:00", "quiet_hours_end": "09:00"},
+    )
+    assert r.status_code == 422 and "before" in r.json()["detail"]
+    r = client.patch(
+        "/api/v1/organization/settings", headers=acme.agent.headers, json={"daily_cap": 1}
+    )
+    assert r.status_code == 403

@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import Org
-from textdesk.services import accounts, auth, campaigns, channels, contacts, messaging
+from textdesk.services import accounts, auth, campaigns, channels, contacts, messaging, org_settings
 from textdesk.services.contacts import ContactInput
 from textdesk.settings import Settings
 from textdesk.store.db import Database
@@ -76,6 +76,13 @@ CASES: dict[tuple[str, str], Case] = {
         Case("POST", "/api/v1/api-keys", collection=True, body=lambda o: {"name": "k"}),
         Case("DELETE", "/api/v1/api-keys/{key_id}"),
         Case("GET", "/api/v1/audit-log", collection=True),
+        Case("GET", "/api/v1/organization/settings", collection=True),
+        Case(
+            "PATCH",
+            "/api/v1/organization/settings",
+            collection=True,
+            body=lambda o: {"help_text": "Globex help"},
+        ),
         Case("GET", "/api/v1/channels", collection=True),
         Case(
             "POST",
@@ -165,3 +172,5 @@ def test_outsider_cannot_reach_acme(
     with db.read() as conn:
         assert accounts.get_user(conn, acme.org.id, objs.user_id).is_active
     assert all(k.revoked_at is None for k in auth.list_api_keys(db, acme.admin.principal))
+    with db.read() as conn:
+        assert org_settings.load(conn, acme.org.id).help_text is None

@@ -27,7 +27,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from textdesk.domain.states import MessageStatus
-from textdesk.services import compliance, consent, messaging
+from textdesk.services import compliance, consent, messaging, org_settings
 from textdesk.services.compliance import Recipient, Verdict
 from textdesk.services.messaging import add_events, apply_orphans, event_row, lock_provider_ids
 from textdesk.settings import Settings
@@ -200,26 +200,24 @@ def _claim_channel(
     capped: list[int] = []
     capped_rows = [r.contact_id for r in rows if r.purpose in compliance.CAPPED]
     recent = messaging.recent_sends(conn, capped_rows, now, include_queued=False)
-    caps: dict[int, int | None] = {}
+    rules: dict[int, org_settings.OrgSettings] = {}
     for row in rows:
         # The gate again, at dispatch: the contact may have opted out since it was queued.
-        history, cap = None, None
+        if row.org_id not in rules:
+            rules[row.org_id] = org_settings.load(conn, row.org_id)
+        org_rules = rules[row.org_id]
+        history = None
         if row.purpose in compliance.CAPPED:
             history = recent.get(row.contact_id, compliance.RecentSends())
-            if row.org_id not in caps:
-                caps[row.org_id] = messaging.contact_daily_cap(
-                    conn.execute(
-                        sa.select(organizations.c.settings).where(organizations.c.id == row.org_id)
-                    ).scalar()
-                )
-            cap = caps[row.org_id]
         decision = compliance.evaluate(
             Recipient.from_mapping(row._mapping),
             purpose=row.purpose,
             now=now,
             valid_until=row.valid_until,
             recent=history,
-            daily_cap=cap,
+            daily_cap=org_rules.contact_daily_cap,
+            org_window=org_rules.window(),
+            org_days=org_rules.days(),
         )
         if row.valid_until is not None and row.valid_until <= now:
             decision = compliance.Decision(
@@ -616,17 +614,23 @@ def promote_and_expire(db: Database, *, actor: str, limit: int = 500) -> int:
             .limit(limit)
         ).all()
         events = []
+        rules: dict[int, org_settings.OrgSettings] = {}
         for row in rows:
             if row.valid_until is not None and row.valid_until <= now:
                 decision = compliance.Decision(
                     Verdict.BLOCK, "expired", "not sent: its validity window passed"
                 )
             else:
+                if row.org_id not in rules:
+                    rules[row.org_id] = org_settings.load(conn, row.org_id)
+                # Caps are checked at claim, where what was handed over is counted.
                 decision = compliance.evaluate(
                     Recipient.from_mapping(row._mapping),
                     purpose=row.purpose,
                     now=now,
                     valid_until=row.valid_until,
+                    org_window=rules[row.org_id].window(),
+                    org_days=rules[row.org_id].days(),
                 )
             if decision.verdict is Verdict.ALLOW:
                 status, send_after = S.QUEUED, None

@@ -105,6 +105,8 @@ def evaluate(
     valid_until: datetime | None,
     recent: RecentSends | None = None,
     daily_cap: int | None = None,
+    org_window: quiet_hours.Window | None = None,
+    org_days: frozenset[int] | None = None,
 ) -> Decision:
     """``recent`` and ``daily_cap`` (the org's per-contact cap per rolling 24 hours) are given
     by callers for capped purposes; without them the caps are not checked."""
@@ -120,7 +122,7 @@ def evaluate(
             f"not sent: {recipient.phone_e164} opted out of messages from this organization",
         )
     if purpose != Purpose.CONVERSATIONAL:
-        decision = _quiet_hours(recipient, now)
+        decision = _quiet_hours(recipient, now, org_window, org_days)
         if decision is None and recent is not None:
             decision = _frequency(recipient, purpose, recent, daily_cap)
         if decision is not None:
@@ -134,7 +136,12 @@ def evaluate(
     return ALLOW
 
 
-def _quiet_hours(recipient: Recipient, now: datetime) -> Decision | None:
+def _quiet_hours(
+    recipient: Recipient,
+    now: datetime,
+    org_window: quiet_hours.Window | None,
+    org_days: frozenset[int] | None,
+) -> Decision | None:
     zones = quiet_hours.candidate_zones(
         contact_tz=recipient.time_zone,
         zip_code=recipient.zip,
@@ -142,7 +149,9 @@ def _quiet_hours(recipient: Recipient, now: datetime) -> Decision | None:
         phone_zones=area_code_time_zones(recipient.phone_e164),
     )
     state = quiet_hours.effective_state(state=recipient.state, zip_code=recipient.zip)
-    result = quiet_hours.check(now, zones=zones, state=state)
+    result = quiet_hours.check(
+        now, zones=zones, state=state, org_window=org_window, org_days=org_days
+    )
     if result.allowed:
         return None
     if result.next_allowed is None:

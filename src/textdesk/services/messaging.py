@@ -21,7 +21,7 @@ from textdesk.domain.encoding import MAX_BODY_CHARS, analyze
 from textdesk.domain.phone import PhoneError, normalize
 from textdesk.domain.states import Direction, MessageStatus, can_advance
 from textdesk.providers.base import InboundSms, StatusReport
-from textdesk.services import compliance
+from textdesk.services import compliance, org_settings
 from textdesk.services.auth import Principal
 from textdesk.services.compliance import Recipient, Verdict
 from textdesk.services.errors import Invalid, NotFound
@@ -230,15 +230,11 @@ def queue_outbound(
     measured = analyze(body)
     valid_until = now + timedelta(hours=settings.message_validity_hours)
     send_after = _spacing(conn, settings, contact_id, now)
-    recent, cap = None, None
+    rules = org_settings.load(conn, org_id)
+    recent = None
     if purpose in compliance.CAPPED:
         recent = recent_sends(conn, [contact_id], now, include_queued=True).get(
             contact_id, compliance.RecentSends()
-        )
-        cap = contact_daily_cap(
-            conn.execute(
-                sa.select(organizations.c.settings).where(organizations.c.id == org_id)
-            ).scalar()
         )
     decision = compliance.evaluate(
         Recipient.from_mapping(contact._mapping),
@@ -246,7 +242,9 @@ def queue_outbound(
         now=now,
         valid_until=valid_until,
         recent=recent,
-        daily_cap=cap,
+        daily_cap=rules.contact_daily_cap,
+        org_window=rules.window(),
+        org_days=rules.days(),
     )
     warnings: list[dict[str, str]] = []
     if purpose != compliance.Purpose.COMPLIANCE and decision.verdict is not Verdict.BLOCK:
@@ -372,11 +370,6 @@ def recent_sends(
         .group_by(messages.c.contact_id)
     ).all()
     return {r[0]: compliance.RecentSends(int(r[1]), int(r[2] or 0), r[3], r[4]) for r in rows}
-
-
-def contact_daily_cap(org_settings: Any) -> int | None:
-    value = (org_settings or {}).get("contact_daily_cap")
-    return int(value) if value else None
 
 
 def _spacing(

@@ -4,11 +4,29 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from textdesk.web.api import accounts, campaigns, channels, consent, contacts, messages, preview
+from textdesk.web.api import (
+    accounts,
+    campaigns,
+    channels,
+    consent,
+    contacts,
+    messages,
+    organization,
+    preview,
+)
 
 
 def router() -> APIRouter:
     api = APIRouter(prefix="/api/v1")
-    for module in (accounts, channels, contacts, consent, messages, campaigns, preview):
+    for module in (
+        accounts,
+        organization,
+        channels,
+        contacts,
+        consent,
+        messages,
+        campaigns,
+        preview,
+    ):
         api.include_router(module.router)
     return api
