@@ -632,13 +632,7 @@ def promote_and_expire(db: Database, *, actor: str, limit: int = 500) -> int:
                     org_window=rules[row.org_id].window(),
                     org_days=rules[row.org_id].days(),
                 )
-            if decision.verdict is Verdict.ALLOW:
-                status, send_after = S.QUEUED, None
-            elif decision.verdict is Verdict.DEFER:
-                status, send_after = S.PENDING, decision.until
-            else:
-                status = S.EXPIRED if decision.code == "expired" else S.BLOCKED
-                send_after = None
+            status, send_after = messaging.status_for(decision, None)
             conn.execute(
                 sa.update(messages)
                 .where(messages.c.id == row.id, messages.c.status == row.status)

@@ -271,7 +271,7 @@ def queue_outbound(
         blocked, warnings = compliance.content_decision(body, policy)
         if blocked is not None:
             decision = blocked
-    status, send_after = _apply_decision(decision, send_after)
+    status, send_after = status_for(decision, send_after)
     message_id = conn.execute(
         messages.insert()
         .values(
@@ -390,9 +390,10 @@ def _spacing(
     return earliest if earliest > now else None
 
 
-def _apply_decision(
+def status_for(
     decision: compliance.Decision, send_after: datetime | None
 ) -> tuple[MessageStatus, datetime | None]:
+    """The status (and send_after) a gate decision puts a message in."""
     if decision.verdict is Verdict.ALLOW:
         return S.QUEUED, send_after
     if decision.verdict is Verdict.DEFER:
@@ -615,30 +616,7 @@ def _lock_key(channel_id: int, provider_id: str) -> int:
 def apply_status(db: Database, channel_id: int, report: StatusReport, *, actor: str) -> bool:
     """Apply a delivery report. Returns False when no message has that provider id (yet): the
     report is parked in ``orphan_reports`` and applied when the send result is stored."""
-    now = utcnow()
-    with db.write() as conn:
-        lock_provider_ids(conn, channel_id, [report.provider_message_id])
-        row = conn.execute(
-            sa.select(messages.c.id, messages.c.org_id, messages.c.status).where(
-                messages.c.channel_id == channel_id,
-                messages.c.provider_message_id == report.provider_message_id,
-                messages.c.direction == Direction.OUTBOUND,
-            )
-        ).first()
-        if row is None:
-            conn.execute(
-                orphan_reports.insert().values(
-                    channel_id=channel_id,
-                    provider_message_id=report.provider_message_id,
-                    status=report.status,
-                    error_code=report.error_code,
-                    error_detail=report.error_message,
-                    created_at=now,
-                )
-            )
-            return False
-        _advance(conn, row.id, row.org_id, MessageStatus(row.status), report, actor, now)
-        return True
+    return apply_statuses(db, [(channel_id, report, actor)])[0]
 
 
 def apply_statuses(db: Database, reports: Sequence[tuple[int, StatusReport, str]]) -> list[bool]:
