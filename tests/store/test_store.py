@@ -13,12 +13,14 @@ from alembic.runtime.migration import MigrationContext
 
 from textdesk.store import migrate
 from textdesk.store.db import Database, make_engine, normalize_url
-from textdesk.store.tables import metadata, organizations
+from textdesk.store.tables import include_object, metadata, organizations
 
 
 def test_migrations_match_models(db: Database) -> None:
     with db.engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        context = MigrationContext.configure(
+            conn, opts={"compare_type": True, "include_object": include_object}
+        )
         diff = compare_metadata(context, metadata)
     assert diff == [], f"models and migrations drifted; write a migration for: {diff}"
 

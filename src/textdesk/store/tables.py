@@ -223,9 +223,93 @@ contacts = sa.Table(
     sa.Column("tags", Json, nullable=False, server_default="[]"),
     # Derived from consent_events (the ledger is the truth); kept here for fast filtering.
     sa.Column("opted_out", sa.Boolean(), nullable=False, server_default=sa.false()),
+    # Kept by messaging for segments ("last_inbound < -30d") without scanning messages.
+    sa.Column("last_inbound_at", UTCDateTime()),
+    sa.Column("last_outbound_at", UTCDateTime()),
     _created(),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
     sa.UniqueConstraint("org_id", "phone_e164"),
+    sa.Index("ix_contacts_org_state", "org_id", "state"),
+    sa.Index("ix_contacts_org_zip", "org_id", "zip"),
+    sa.Index("ix_contacts_org_external_id", "org_id", "external_id"),
+)
+
+# Typed custom fields, defined per organization; values live in contacts.fields under ``key``
+# (text: string, number: JSON number, date: "YYYY-MM-DD", boolean: JSON bool).
+custom_fields = sa.Table(
+    "custom_fields",
+    metadata,
+    _id(),
+    _org(),
+    sa.Column("key", sa.String(40), nullable=False),
+    sa.Column("label", sa.String(200), nullable=False),
+    sa.Column("type", sa.String(8), nullable=False),
+    _created(),
+    sa.UniqueConstraint("org_id", "key"),
+    sa.CheckConstraint("type IN ('text', 'number', 'date', 'boolean')", name="type"),
+)
+
+# Saved segments: a name for a query in the segment language (``domain.segments``).
+segments = sa.Table(
+    "segments",
+    metadata,
+    _id(),
+    _org(),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("query", sa.Text(), nullable=False),
+    sa.Column("created_by", BigId, sa.ForeignKey("users.id", ondelete="SET NULL")),
+    _created(),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("org_id", "name"),
+)
+
+# CSV imports: the uploaded file is kept on disk until the import ends; ``processed_rows`` is the
+# resume point (rows of the file whose effects are committed), advanced in the same transaction as
+# each batch, so a crashed import resumes without redoing or losing a row.
+imports = sa.Table(
+    "imports",
+    metadata,
+    _id(),
+    _org(),
+    sa.Column("created_by", BigId, sa.ForeignKey("users.id", ondelete="SET NULL")),
+    sa.Column("filename", sa.String(255), nullable=False),
+    sa.Column("path", sa.Text(), nullable=False),
+    sa.Column("size_bytes", sa.BigInteger(), nullable=False, server_default="0"),
+    # uploaded (waiting for a mapping), queued, running, done, failed, cancelled
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("encoding", sa.String(16)),
+    sa.Column("delimiter", sa.String(2)),
+    # {"column header or index": "contact attribute"}
+    sa.Column("mapping", Json, nullable=False, server_default="{}"),
+    # fill (only empty fields), overwrite, skip (existing contacts untouched)
+    sa.Column("policy", sa.String(16), nullable=False, server_default="fill"),
+    sa.Column("tags", Json, nullable=False, server_default="[]"),
+    sa.Column("options", Json, nullable=False, server_default="{}"),
+    sa.Column("total_rows", sa.Integer()),
+    sa.Column("processed_rows", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("inserted", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("updated", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("skipped", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("rejected", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("error", sa.Text()),
+    sa.Column("lease_until", UTCDateTime()),
+    sa.Column("leased_by", sa.String(64)),
+    _created(),
+    sa.Column("started_at", UTCDateTime()),
+    sa.Column("finished_at", UTCDateTime()),
+    sa.Index("ix_imports_status", "status"),
+)
+
+# One row per rejected line: the key makes a re-run of a batch idempotent.
+import_rejects = sa.Table(
+    "import_rejects",
+    metadata,
+    sa.Column(
+        "import_id", BigId, sa.ForeignKey("imports.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("line", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("raw", sa.Text(), nullable=False, server_default=""),
 )
 
 conversations = sa.Table(
@@ -244,10 +328,32 @@ conversations = sa.Table(
     # A reply that may be an opt-out (free text, "likely") under the org's review policy.
     sa.Column("needs_review", sa.Boolean(), nullable=False, server_default=sa.false()),
     sa.Column("review_reason", sa.Text()),
+    # The campaign whose first message opened the thread (inbox filter; replies go to its agent).
+    sa.Column("campaign_id", BigId, sa.ForeignKey("campaigns.id", ondelete="SET NULL")),
     sa.Column("last_message_at", UTCDateTime()),
+    sa.Column("last_inbound_at", UTCDateTime()),
     _created(),
     sa.UniqueConstraint("org_id", "contact_id"),
     sa.Index("ix_conversations_org_status_last", "org_id", "status", "last_message_at"),
+    sa.Index("ix_conversations_org_assignee", "org_id", "assignee_id", "status"),
+)
+
+# Internal notes on a conversation: seen by the team, never sent.
+conversation_notes = sa.Table(
+    "conversation_notes",
+    metadata,
+    _id(),
+    _org(),
+    sa.Column(
+        "conversation_id",
+        BigId,
+        sa.ForeignKey("conversations.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("author_id", BigId, sa.ForeignKey("users.id", ondelete="SET NULL")),
+    sa.Column("body", sa.Text(), nullable=False),
+    _created(),
 )
 
 messages = sa.Table(
@@ -359,9 +465,111 @@ campaigns = sa.Table(
     sa.Column("status", sa.String(16), nullable=False, server_default="draft"),
     sa.Column("script", sa.Text(), nullable=False, server_default=""),
     sa.Column("segment_query", sa.Text(), nullable=False, server_default=""),
+    sa.Column("purpose", sa.String(16), nullable=False, server_default="marketing"),
+    # Sender numbers (channel ids) the campaign may use; empty means any active channel.
+    sa.Column("channel_ids", Json, nullable=False, server_default="[]"),
+    # Schedule window: sends are offered only between these instants (either may be open).
+    sa.Column("starts_at", UTCDateTime()),
+    sa.Column("ends_at", UTCDateTime()),
+    # Dynamic assignment: contacts handed to an agent per request, and how long they stay theirs.
+    sa.Column("batch_size", sa.Integer(), nullable=False, server_default="50"),
+    sa.Column("assignment_timeout_seconds", sa.Integer(), nullable=False, server_default="900"),
     sa.Column("created_by", BigId, sa.ForeignKey("users.id", ondelete="SET NULL")),
     _created(),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("started_at", UTCDateTime()),
+    sa.Column("archived_at", UTCDateTime()),
+)
+
+campaign_agents = sa.Table(
+    "campaign_agents",
+    metadata,
+    sa.Column(
+        "campaign_id", BigId, sa.ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("user_id", BigId, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    _created(),
+)
+
+# The campaign's audience, materialized at start: one row per contact, its assignment and its
+# first message. (campaign_id, contact_id) is unique; the message's idempotency key is derived
+# from it, so one contact gets one first message per campaign however often "send" is pressed.
+campaign_contacts = sa.Table(
+    "campaign_contacts",
+    metadata,
+    _id(),
+    _org(),
+    sa.Column(
+        "campaign_id", BigId, sa.ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column(
+        "contact_id", BigId, sa.ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False
+    ),
+    # pending (in the pool), assigned, sent, skipped (excluded at send: opted out, quiet hours
+    # past the window, active elsewhere...), excluded (at start)
+    sa.Column("status", sa.String(16), nullable=False, server_default="pending"),
+    sa.Column("assignee_id", BigId, sa.ForeignKey("users.id", ondelete="SET NULL")),
+    sa.Column("assigned_until", UTCDateTime()),
+    sa.Column("message_id", BigId, sa.ForeignKey("messages.id", ondelete="SET NULL")),
+    sa.Column("sent_by", BigId, sa.ForeignKey("users.id", ondelete="SET NULL")),
+    sa.Column("sent_at", UTCDateTime()),
+    sa.Column("reason", sa.String(64)),
+    _created(),
+    sa.UniqueConstraint("campaign_id", "contact_id"),
+    sa.Index("ix_campaign_contacts_pool", "campaign_id", "status", "id"),
+    sa.Index("ix_campaign_contacts_assignee", "campaign_id", "assignee_id", "status"),
+    sa.Index("ix_campaign_contacts_contact", "contact_id", "status"),
+)
+
+# Canned responses: org-wide (campaign_id NULL) or for one campaign.
+canned_responses = sa.Table(
+    "canned_responses",
+    metadata,
+    _id(),
+    _org(),
+    sa.Column("campaign_id", BigId, sa.ForeignKey("campaigns.id", ondelete="CASCADE")),
+    sa.Column("title", sa.String(200), nullable=False),
+    sa.Column("body", sa.Text(), nullable=False),
+    sa.Column("created_by", BigId, sa.ForeignKey("users.id", ondelete="SET NULL")),
+    _created(),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# Survey questions of a campaign; options are [{"label", "tag"?, "field"?, "value"?}]: an answer
+# tags the contact and/or sets a custom field.
+survey_questions = sa.Table(
+    "survey_questions",
+    metadata,
+    _id(),
+    _org(),
+    sa.Column(
+        "campaign_id", BigId, sa.ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("position", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("prompt", sa.Text(), nullable=False),
+    sa.Column("options", Json, nullable=False, server_default="[]"),
+    _created(),
+)
+
+survey_answers = sa.Table(
+    "survey_answers",
+    metadata,
+    _id(),
+    _org(),
+    sa.Column(
+        "question_id",
+        BigId,
+        sa.ForeignKey("survey_questions.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column(
+        "contact_id", BigId, sa.ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("campaign_id", BigId, sa.ForeignKey("campaigns.id", ondelete="CASCADE")),
+    sa.Column("answer", sa.String(200), nullable=False),
+    sa.Column("answered_by", BigId, sa.ForeignKey("users.id", ondelete="SET NULL")),
+    _created(),
+    sa.UniqueConstraint("question_id", "contact_id"),
 )
 
 audit_log = sa.Table(
@@ -379,6 +587,28 @@ audit_log = sa.Table(
     _created(),
     sa.Index("ix_audit_log_org_created", "org_id", "created_at"),
 )
+
+
+# --- engine-specific objects ----------------------------------------------------------------------
+# Full-text search and JSON indexes exist on one engine only, so they are created by migrations
+# with raw SQL rather than declared above; the drift check skips them by name.
+
+#: PostgreSQL: the text the contacts' full-text index covers (``services.search`` must use the
+#: same expression for the planner to pick the index).
+PG_CONTACT_TSV = (
+    "to_tsvector('simple', coalesce(first_name, '') || ' ' || coalesce(last_name, '') || ' ' "
+    "|| coalesce(email, ''))"
+)
+PG_MESSAGE_TSV = "to_tsvector('simple', body)"
+
+ENGINE_SPECIFIC_PREFIXES = ("contacts_fts", "messages_fts", "ix_pg_")
+
+
+def include_object(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
+    """Alembic's filter: leave the engine-specific search objects out of autogenerate."""
+    return not (name and name.startswith(ENGINE_SPECIFIC_PREFIXES))
 
 
 def utcnow() -> datetime:

@@ -54,10 +54,14 @@ Viewer = Annotated[Principal, Depends(ui_principal)]
 Actor = Annotated[Principal, Depends(csrf_checked)]
 
 
-def _page(request: Request, name: str, principal: Principal | None, **context: Any) -> Response:
+def page(request: Request, name: str, principal: Principal | None, **context: Any) -> Response:
+    """Render a template with the signed-in principal (UI modules of other features use this)."""
     return templates.TemplateResponse(
         request, name, {"principal": principal, "Role": Role, **context}
     )
+
+
+_page = page
 
 
 @router.get("/", response_model=None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy.engine import Engine
 
-from textdesk.store.tables import metadata
+from textdesk.store.tables import include_object, metadata
 
 config = context.config
 engine = config.attributes.get("engine")
@@ -19,6 +19,7 @@ with engine.connect() as connection:
         # SQLite cannot ALTER most things; batch mode rebuilds the table instead.
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_object=include_object,
     )
     with context.begin_transaction():
         context.run_migrations()
