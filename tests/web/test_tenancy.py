@@ -16,7 +16,16 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import Org
-from textdesk.services import accounts, auth, campaigns, channels, contacts, messaging, org_settings
+from textdesk.services import (
+    accounts,
+    auth,
+    campaigns,
+    channels,
+    contacts,
+    custom_fields,
+    messaging,
+    org_settings,
+)
 from textdesk.services.contacts import ContactInput
 from textdesk.settings import Settings
 from textdesk.store.db import Database
@@ -30,6 +39,7 @@ class Objects:
     contact_id: int
     campaign_id: int
     message_id: int
+    field_key: str = "acme_only"
 
 
 def _acme_objects(db: Database, acme: Org, settings: Settings) -> Objects:
@@ -42,6 +52,7 @@ def _acme_objects(db: Database, acme: Org, settings: Settings) -> Objects:
     )
     campaign = campaigns.create_campaign(db, admin, name="Acme spring", script="Hi {first_name}")
     key_id = auth.list_api_keys(db, admin)[0].id
+    custom_fields.create_field(db, admin, key="acme_only", label="Secret", type_="text")
     message = messaging.send_message(
         db, settings, admin, contact_id=contact.id, body="Secret message"
     ).message
@@ -97,6 +108,14 @@ CASES: dict[tuple[str, str], Case] = {
         Case("PUT", "/api/v1/contacts/{contact_id}", body=lambda o: dict(CONTACT_BODY)),
         Case("DELETE", "/api/v1/contacts/{contact_id}"),
         Case("GET", "/api/v1/contacts/{contact_id}/consent"),
+        Case("GET", "/api/v1/custom-fields", collection=True),
+        Case(
+            "POST",
+            "/api/v1/custom-fields",
+            collection=True,
+            body=lambda o: {"key": "globex_score", "type": "number"},
+        ),
+        Case("DELETE", "/api/v1/custom-fields/{field_key}"),
         Case("POST", "/api/v1/contacts/{contact_id}/opt-out", body=lambda o: {"note": "x"}),
         Case(
             "POST",
@@ -174,3 +193,4 @@ def test_outsider_cannot_reach_acme(
     assert all(k.revoked_at is None for k in auth.list_api_keys(db, acme.admin.principal))
     with db.read() as conn:
         assert org_settings.load(conn, acme.org.id).help_text is None
+        assert "acme_only" in custom_fields.field_types(conn, acme.org.id)

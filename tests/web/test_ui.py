@@ -153,3 +153,28 @@ def test_agent_records_opt_out_then_admin_undoes_with_reason(client: TestClient,
         data={"reason": "signed the paper form today", "csrf_token": token},
     )
     assert 'consent-state">subscribed' in r.text and "signed the paper form today" in r.text
+
+
+def test_admin_defines_a_custom_field(client: TestClient, acme: Org, db: Database) -> None:
+    from textdesk.services import custom_fields
+
+    login(client, acme.admin.user.email)
+    page = client.get("/settings")
+    assert "Custom fields" in page.text
+    token = _CSRF.search(page.text).group(1)  # type: ignore[union-attr]
+    r = client.post(
+        "/settings/custom-fields",
+        data={"key": "last_order", "label": "Last order", "type": "date"},
+        headers={"X-CSRF-Token": token},
+    )
+    assert r.status_code == 200 and "<code>last_order</code>" in r.text
+    r = client.post(
+        "/settings/custom-fields",
+        data={"key": "Bad Key", "type": "text"},
+        headers={"X-CSRF-Token": token},
+    )
+    assert 'role="alert"' in r.text and "lowercase letter" in r.text
+    with db.read() as conn:
+        assert custom_fields.field_types(conn, acme.org.id) == {"last_order": "date"}
+    r = client.post("/settings/custom-fields/last_order/delete", headers={"X-CSRF-Token": token})
+    assert "No custom fields yet." in r.text

@@ -13,7 +13,16 @@ from fastapi.templating import Jinja2Templates
 
 from textdesk import __version__
 from textdesk.domain.roles import Role
-from textdesk.services import accounts, auth, campaigns, channels, consent, contacts, messaging
+from textdesk.services import (
+    accounts,
+    auth,
+    campaigns,
+    channels,
+    consent,
+    contacts,
+    custom_fields,
+    messaging,
+)
 from textdesk.services.auth import Principal
 from textdesk.services.errors import Forbidden, RateLimited, ServiceError, Unauthenticated
 from textdesk.store.tables import utcnow
@@ -224,6 +233,7 @@ def settings_page(request: Request, db: Db, viewer: Viewer) -> Response:
     with db.read() as conn:
         org = accounts.get_organization(conn, viewer.org_id)
         team = accounts.list_users(conn, viewer.org_id)
+        fields = custom_fields.list_fields(conn, viewer.org_id)
     keys = auth.list_api_keys(db, viewer) if viewer.role.at_least(Role.ADMIN) else []
     return _page(
         request,
@@ -232,9 +242,45 @@ def settings_page(request: Request, db: Db, viewer: Viewer) -> Response:
         org=org,
         users=team,
         api_keys=keys,
+        fields=fields,
         new_key=None,
         error=None,
+        field_error=None,
     )
+
+
+def _fields_fragment(request: Request, db: Db, actor: Principal, error: str | None) -> Response:
+    with db.read() as conn:
+        fields = custom_fields.list_fields(conn, actor.org_id)
+    return _page(request, "_custom_fields.html", actor, fields=fields, field_error=error)
+
+
+@router.post("/settings/custom-fields", response_class=HTMLResponse)
+def create_custom_field(
+    request: Request,
+    db: Db,
+    origin: Origin,
+    actor: Actor,
+    key: Annotated[str, Form()] = "",
+    label: Annotated[str, Form()] = "",
+    type_: Annotated[str, Form(alias="type")] = "text",
+) -> Response:
+    try:
+        custom_fields.create_field(db, actor, key=key, label=label, type_=type_, request=origin)
+    except ServiceError as exc:
+        return _fields_fragment(request, db, actor, exc.message)
+    return _fields_fragment(request, db, actor, None)
+
+
+@router.post("/settings/custom-fields/{key}/delete", response_class=HTMLResponse)
+def delete_custom_field(
+    request: Request, key: str, db: Db, origin: Origin, actor: Actor
+) -> Response:
+    try:
+        custom_fields.delete_field(db, actor, key, request=origin)
+    except ServiceError as exc:
+        return _fields_fragment(request, db, actor, exc.message)
+    return _fields_fragment(request, db, actor, None)
 
 
 @router.post("/settings/api-keys", response_class=HTMLResponse)
