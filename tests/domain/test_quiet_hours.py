@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+import holidays
 import phonenumbers
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -464,11 +465,17 @@ def _oracle_allowed(
     """Independent, direct reading of the rules at one instant."""
     if state is None:
         rules = [FEDERAL, *(r.days for r in STATE_RULES.values())]
+        holiday_states = [r.code for r in STATE_RULES.values() if r.holiday_ban]
     else:
         rules = [FEDERAL, *([STATE_RULES[state].days] if state in STATE_RULES else [])]
+        holiday_states = [state] if state in STATE_RULES and STATE_RULES[state].holiday_ban else []
     for name in zones:
         loc = instant.astimezone(ZoneInfo(name))
         day, t = loc.weekday(), loc.time()
+        # Independent calendar source: the holidays package queried directly.
+        for code in holiday_states:
+            if loc.date() in holidays.country_holidays("US", subdiv=code, years=loc.year):
+                return False
         for rule in rules:
             w = rule.window(day)
             if w is None or not w.contains(t):
@@ -564,3 +571,32 @@ def test_next_allowed_properties(
     while g < min(nxt, t + timedelta(days=3)):
         assert not oracle(g), g
         g += _GRID
+
+
+# --- legal holidays ------------------------------------------------------------------------------
+
+
+def test_alabama_holiday_closes_the_day() -> None:
+    # Thanksgiving 2026 is Thursday Nov 26: noon in Birmingham is inside every window but it is
+    # a legal holiday in Alabama.
+    noon = datetime(2026, 11, 26, 18, 0, tzinfo=UTC)
+    decision = QuietHoursPolicy().check(noon, zones=["America/Chicago"], state="AL")
+    assert not decision.allowed
+    assert decision.rule == "quiet_hours.holiday.AL"
+    assert "Thanksgiving" in decision.explanation and "Alabama" in decision.explanation
+    # Next allowed: Friday 8 AM Central.
+    assert decision.next_allowed == datetime(2026, 11, 27, 14, 0, tzinfo=UTC)
+
+
+def test_holiday_of_another_state_does_not_apply() -> None:
+    # Mardi Gras 2026 (Feb 17) is a Louisiana holiday, not a Texas one.
+    noon = datetime(2026, 2, 17, 18, 0, tzinfo=UTC)
+    assert not QuietHoursPolicy().check(noon, zones=["America/Chicago"], state="LA").allowed
+    assert QuietHoursPolicy().check(noon, zones=["America/Chicago"], state="TX").allowed
+
+
+def test_unknown_state_takes_every_holiday_ban() -> None:
+    noon = datetime(2026, 2, 17, 18, 0, tzinfo=UTC)  # Tuesday, Mardi Gras
+    decision = QuietHoursPolicy().check(noon, zones=["America/Chicago"], state=None)
+    assert not decision.allowed and decision.rule == "quiet_hours.holiday.LA"
+    assert "state unknown" in decision.explanation

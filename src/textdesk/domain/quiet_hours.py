@@ -31,15 +31,19 @@ Decisions made here (see also ``DESIGN.md``, "the compliance gate"):
 * **DST** is exact: a wall-clock window is mapped to UTC per constant-offset stretch of the
   zone, so a window edge inside a spring-forward gap opens at the transition instant, and in a
   fall-back hour an instant is allowed exactly when its wall-clock time is inside the window.
-* **Holidays are not enforced.** AL, LA, MS, RI and PA also ban (some) legal holidays
-  (``StateRule.holiday_ban``); those calendars are not modelled here.
+* **Legal holidays** close the whole local day in AL, LA, MS, RI and PA
+  (``StateRule.holiday_ban``). The calendars are the ``holidays`` package's US federal plus
+  state holidays for that state (compliance.md §3.2 points at per-state lists but gives none;
+  ``holidays`` is maintained and cites the statutes). Like every state rule, with the state
+  unknown all five calendars apply at once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from types import MappingProxyType
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -135,7 +139,7 @@ class StateRule:
     name: str
     days: DayRule
     source: str  # citation, as in compliance.md §3.2
-    holiday_ban: bool = False  # the state also bans legal holidays: NOT enforced here
+    holiday_ban: bool = False  # the state also bans sending on its legal holidays
 
 
 def _w(start: float, end: float) -> Window:
@@ -284,7 +288,8 @@ class QuietDecision:
 
     ``rule`` is a machine code: ``quiet_hours.ok`` when allowed; otherwise the binding rule:
     ``quiet_hours.federal``, ``quiet_hours.state.<USPS>``, ``quiet_hours.state.unknown`` (state
-    unknown, strictest of all), ``quiet_hours.org``, or ``quiet_hours.no_common_window`` (no
+    unknown, strictest of all), ``quiet_hours.holiday.<USPS>`` (a legal holiday of that state),
+    ``quiet_hours.org``, or ``quiet_hours.no_common_window`` (no
     instant in the next ``SEARCH_DAYS`` days fits every zone; ``next_allowed`` is then None).
     ``allowed_until`` (allowed only) is when the current window closes, e.g. for a provider
     validity period.
@@ -313,6 +318,7 @@ class _Constraint:
 class _Plan:
     constraints: tuple[_Constraint, ...]
     weekly: tuple[tuple[int, int] | None, ...]  # intersection of all constraints
+    holiday_states: tuple[str, ...] = ()  # states whose legal holidays close the whole day
 
 
 _STATE_UNKNOWN_NOTE = " (state unknown, so every state's rule applies)"
@@ -358,15 +364,17 @@ class QuietHoursPolicy:
         plan = self._plan(state, phone_state)
         names = tuple(z.key for z in tzs)
 
+        hol = plan.holiday_states
         locals_ = [now.astimezone(z) for z in tzs]
         blocked = [
             (z, local)
             for z, local in zip(tzs, locals_, strict=True)
             if not _inside(plan.weekly[local.weekday()], local)
+            or (hol and holiday_on(hol, local.date()) is not None)
         ]
 
         if not blocked:
-            end = _current_end(tzs, plan.weekly, t_s)
+            end = _current_end(tzs, plan.weekly, t_s, hol)
             until = _from_s(end)
             where = ", ".join(
                 f"{_clock(loc)} in {z.key}" for z, loc in zip(tzs, locals_, strict=True)
@@ -378,9 +386,9 @@ class QuietHoursPolicy:
             return QuietDecision(True, None, names, "quiet_hours.ok", text, until)
 
         # Blame a legal rule in any zone before an organisation setting; else the first zone.
-        blames = [(z, *_blame(plan.constraints, local, z.key)) for z, local in blocked]
+        blames = [(z, *_blame_day(plan, local, z.key)) for z, local in blocked]
         zone, code, reason, _legal = next((b for b in blames if b[3]), blames[0])
-        start = _next_start(tzs, plan.weekly, t_s)
+        start = _next_start(tzs, plan.weekly, t_s, hol)
         if start is None:
             text = (
                 f"{reason}; no time in the next {SEARCH_DAYS} days is inside the sending window "
@@ -407,7 +415,7 @@ class QuietHoursPolicy:
         now, t_s = _instant(now_utc)
         tzs = _zones(zones)
         plan = self._plan(state, phone_state)
-        start = _next_start(tzs, plan.weekly, t_s)
+        start = _next_start(tzs, plan.weekly, t_s, plan.holiday_states)
         if start is None:
             raise ValueError(
                 f"no common sending window within {SEARCH_DAYS} days of {now.isoformat()} "
@@ -428,7 +436,9 @@ class QuietHoursPolicy:
 
     def _build_plan(self, state: str | None, phone_state: str | None) -> _Plan:
         cons = [_constraint("quiet_hours.federal", "the federal rule", "the federal", self.federal)]
+        holiday_states: list[str] = []
         if state is None:
+            holiday_states = [r.code for r in self.state_rules.values() if r.holiday_ban]
             for r in self.state_rules.values():
                 cons.append(
                     _constraint(
@@ -442,6 +452,8 @@ class QuietHoursPolicy:
         else:
             for code in _dedupe(c for c in (state, phone_state) if c is not None):
                 rule = self.state_rules.get(code)
+                if rule is not None and rule.holiday_ban:
+                    holiday_states.append(code)
                 if rule is not None:
                     cons.append(
                         _constraint(
@@ -463,7 +475,7 @@ class QuietHoursPolicy:
                 )
             )
         weekly = tuple(_intersect_day(c.windows[d] for c in cons) for d in range(7))
-        return _Plan(tuple(cons), weekly)
+        return _Plan(tuple(cons), weekly, tuple(holiday_states))
 
 
 def check(
@@ -526,6 +538,22 @@ def _intersect_day(windows: Iterable[tuple[int, int] | None]) -> tuple[int, int]
 def _inside(window: tuple[int, int] | None, local: datetime) -> bool:
     # Window edges are whole seconds, so comparing the whole-second part is exact.
     return window is not None and window[0] <= _secs(local) < window[1]
+
+
+def _blame_day(plan: _Plan, local: datetime, zone: str) -> tuple[str, str, bool]:
+    """Like :func:`_blame`, but a legal holiday (it closes the whole day) is named first."""
+    found = holiday_on(plan.holiday_states, local.date()) if plan.holiday_states else None
+    if found is not None:
+        code, name = found
+        state = us_zones.STATE_NAMES.get(code, code)
+        note = _STATE_UNKNOWN_NOTE if len(plan.holiday_states) > 1 else ""
+        return (
+            f"quiet_hours.holiday.{code}",
+            f"{local:%a %b} {local.day} in {zone} is {name}, a legal holiday on which "
+            f"{state} allows no sending{note}",
+            True,
+        )
+    return _blame(plan.constraints, local, zone)
 
 
 def _blame(constraints: Sequence[_Constraint], local: datetime, zone: str) -> tuple[str, str, bool]:
@@ -591,43 +619,53 @@ def _blame(constraints: Sequence[_Constraint], local: datetime, zone: str) -> tu
 # then intersected as sorted interval lists.
 
 
-def _next_start(zones: Sequence[ZoneInfo], weekly: _Weekly, t_s: int) -> int | None:
+def _next_start(
+    zones: Sequence[ZoneInfo], weekly: _Weekly, t_s: int, hol: tuple[str, ...] = ()
+) -> int | None:
     limit = t_s + SEARCH_DAYS * _DAY_S
     for horizon in (3 * _DAY_S, (SEARCH_DAYS + 1) * _DAY_S):
-        ivs = _common(zones, weekly, t_s, t_s + horizon)
+        ivs = _common(zones, weekly, t_s, t_s + horizon, hol)
         if ivs:
             return ivs[0][0] if ivs[0][0] <= limit else None
     return None
 
 
-def _current_end(zones: Sequence[ZoneInfo], weekly: _Weekly, t_s: int) -> int:
+def _current_end(
+    zones: Sequence[ZoneInfo], weekly: _Weekly, t_s: int, hol: tuple[str, ...] = ()
+) -> int:
     """End of the common interval containing ``t_s`` (which must be allowed)."""
     end = t_s
     for horizon in (2 * _DAY_S, (SEARCH_DAYS + 1) * _DAY_S):
         end = t_s + horizon
-        ivs = _common(zones, weekly, t_s, end)
+        ivs = _common(zones, weekly, t_s, end, hol)
         if ivs and ivs[0][0] == t_s and ivs[0][1] < end:
             return ivs[0][1]
     return end
 
 
-def _common(zones: Sequence[ZoneInfo], weekly: _Weekly, start: int, end: int) -> list[_Iv]:
+def _common(
+    zones: Sequence[ZoneInfo], weekly: _Weekly, start: int, end: int, hol: tuple[str, ...] = ()
+) -> list[_Iv]:
     result: list[_Iv] | None = None
     for z in zones:
-        ivs = _zone_intervals(z, weekly, start, end)
+        ivs = _zone_intervals(z, weekly, start, end, hol)
         result = ivs if result is None else _intersect(result, ivs)
         if not result:
             return []
     return result or []
 
 
-def _zone_intervals(zone: ZoneInfo, weekly: _Weekly, start: int, end: int) -> list[_Iv]:
+def _zone_intervals(
+    zone: ZoneInfo, weekly: _Weekly, start: int, end: int, hol: tuple[str, ...] = ()
+) -> list[_Iv]:
     out: list[_Iv] = []
     for u0, u1, off in _stretches(zone, start, end):
         l0, l1 = u0 + off, u1 + off  # local wall-clock seconds, as if UTC
         day = l0 // _DAY_S
         while day * _DAY_S < l1:
             w = weekly[(day + 3) % 7]  # 1970-01-01 was a Thursday (3)
+            if w is not None and hol and holiday_on(hol, _EPOCH_DATE + timedelta(days=day)):
+                w = None
             if w is not None:
                 a = max(l0, day * _DAY_S + w[0]) - off
                 b = min(l1, day * _DAY_S + w[1]) - off
@@ -686,6 +724,27 @@ def _intersect(a: list[_Iv], b: list[_Iv]) -> list[_Iv]:
         else:
             j += 1
     return out
+
+
+# --------------------------------------------------------------------------- holidays
+
+_EPOCH_DATE = date(1970, 1, 1)
+
+
+@lru_cache(maxsize=256)
+def _state_calendar(code: str, year: int) -> Mapping[date, str]:
+    import holidays  # imported on first use: building calendars costs a few milliseconds
+
+    return MappingProxyType(dict(holidays.country_holidays("US", subdiv=code, years=year)))
+
+
+def holiday_on(states: Sequence[str], day: date) -> tuple[str, str] | None:
+    """``(state, holiday name)`` when ``day`` is a legal holiday in any of ``states``."""
+    for code in states:
+        name = _state_calendar(code, day.year).get(day)
+        if name is not None:
+            return code, name
+    return None
 
 
 # --------------------------------------------------------------------------- small helpers
