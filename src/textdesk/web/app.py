@@ -108,6 +108,7 @@ def create_app(
         return RedirectResponse("/login", status_code=303)
 
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(webhooks.FastPath)  # outermost: provider callbacks skip the rest
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> JSONResponse:

@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl
 import sqlalchemy as sa
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from textdesk.providers import registry
 from textdesk.providers.base import ChannelContext, Provider, SignatureError, WebhookRequest
@@ -118,3 +119,24 @@ async def webhook(provider: str, channel_id: int, kind: str, request: Request) -
         # A malformed callback: say what was wrong, but answer 200 so the provider stops.
         log.warning("ignored malformed %s %s webhook: %s", name, kind, exc)
     return _ack(name)
+
+
+class FastPath:
+    """ASGI middleware that serves ``POST /webhooks/{provider}/{id}/{kind}`` directly.
+
+    Providers can send thousands of delivery reports a second; FastAPI's route matching (over
+    every API route) and its dependency machinery cost more per request than verifying and
+    parsing the report. Anything else, or a malformed path, goes on to the app as usual.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            parts = scope["path"].split("/")
+            if len(parts) == 5 and parts[1] == "webhooks" and parts[3].isdigit():
+                response = await webhook(parts[2], int(parts[3]), parts[4], Request(scope, receive))
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
