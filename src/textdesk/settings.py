@@ -112,6 +112,17 @@ class Settings(BaseSettings):
     circuit_breaker_pause_seconds: int = Field(
         default=60, ge=1, description="How long a tripped channel stays paused."
     )
+    reconcile_seconds: float = Field(
+        default=60,
+        ge=0,
+        description="How often a worker asks providers about `unknown` messages (0: never).",
+    )
+    data_dir: Path = Field(
+        default=Path("./data"), description="Where uploaded files (CSV imports) are kept."
+    )
+    import_max_bytes: int = Field(
+        default=500 * 1024 * 1024, ge=1024, description="Largest CSV file an upload may be."
+    )
 
     @field_validator("log_level")
     @classmethod

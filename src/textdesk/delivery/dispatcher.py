@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
-from textdesk.delivery import outbox, wakeup
+from textdesk.delivery import outbox, reconcile, wakeup
 from textdesk.delivery.outbox import Claimed, Failed, Outcome, Retry, Sent, Unknown
 from textdesk.httpclient import provider_client
 from textdesk.providers import registry
@@ -113,6 +113,8 @@ class Dispatcher:
         self._failures: dict[int, int] = {}
         self._wake = asyncio.Event()
         self.sent = 0
+        self._reconciling: asyncio.Task[None] | None = None
+        self._next_reconcile = 0.0
 
     @property
     def actor(self) -> str:
@@ -261,6 +263,7 @@ class Dispatcher:
         log.info("delivery worker %s started", self.worker_id)
         try:
             while not stop.is_set():
+                self._maybe_reconcile()
                 if time.monotonic() >= next_housekeeping:
                     await self._housekeeping()
                     next_housekeeping = time.monotonic() + HOUSEKEEPING_SECONDS
@@ -293,6 +296,10 @@ class Dispatcher:
                 await asyncio.gather(*self._inflight, return_exceptions=True)
             await self._flush()
             flusher.cancel()
+            if self._reconciling is not None:  # lookups only read; the rest waits a pass
+                self._reconciling.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._reconciling
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
             wakeup.unsubscribe(self._wake)
@@ -335,6 +342,39 @@ class Dispatcher:
             await asyncio.to_thread(outbox.promote_and_expire, self.db, actor=self.actor)
         except Exception:
             log.exception("outbox housekeeping failed")
+
+    def _maybe_reconcile(self) -> None:
+        """Every ``TEXTDESK_RECONCILE_SECONDS``, in the background (lookups take provider
+        round trips, sending must not wait on them): ask about ``unknown`` messages."""
+        every = self.settings.reconcile_seconds
+        if every <= 0 or time.monotonic() < self._next_reconcile:
+            return
+        if self._reconciling is not None and not self._reconciling.done():
+            return
+        self._next_reconcile = time.monotonic() + every
+        self._reconciling = asyncio.create_task(self._reconcile())
+
+    async def _reconcile(self) -> None:
+        async def adapter(channel_id: int) -> Provider:
+            return (await self._channel(channel_id)).provider
+
+        try:
+            result = await reconcile.reconcile_unknown(
+                self.db,
+                adapter,
+                timeout=self.settings.provider_timeout_seconds + 5,
+                actor=self.actor,
+            )
+            if result.asked:
+                log.info(
+                    "reconciled unknown messages: %d asked, %d resolved, %d not found, %d failed",
+                    result.asked,
+                    result.resolved,
+                    result.not_found,
+                    result.failed,
+                )
+        except Exception:
+            log.exception("reconciling unknown messages failed")
 
     def _dsn(self) -> str:
         url = self.db.engine.url.set(drivername="postgresql")

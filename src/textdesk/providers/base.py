@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeGuard
 
 from textdesk.domain.states import MessageStatus
 
@@ -161,6 +161,24 @@ class Provider(Protocol):
     def parse_status(self, request: WebhookRequest) -> StatusReport | None:
         """A delivery report, or None for a callback that carries none (answer 200 anyway)."""
         ...
+
+
+class SupportsLookup(Protocol):
+    """An optional capability: ask the provider what became of one message.
+
+    The core calls it on messages left ``unknown`` (a crash or timeout after the provider may
+    have accepted them) to reconcile them without re-sending (``delivery/reconcile.py``)."""
+
+    async def lookup(self, provider_message_id: str) -> StatusReport | None:
+        """The provider's current status of the message, or None if it does not know the id.
+        Raise a ``ProviderError`` when it could not answer (timeout, 5xx, bad credentials).
+        A status that is not yet news (queued at the provider) is reported as ``sent``."""
+        ...
+
+
+def offers_lookup(provider: object) -> TypeGuard[SupportsLookup]:
+    """Whether an adapter (instance or class) has the optional ``lookup`` capability."""
+    return callable(getattr(provider, "lookup", None))
 
 
 class ReportSink(Protocol):

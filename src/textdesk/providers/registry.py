@@ -14,6 +14,7 @@ from typing import Any, Protocol, cast
 import httpx
 
 from textdesk.providers.base import ChannelContext, Provider
+from textdesk.providers.base import offers_lookup as offers_lookup_capability
 
 PROVIDERS: dict[str, str] = {
     "simulator": "textdesk.providers.simulator",
@@ -59,3 +60,12 @@ def dedupes_by_idempotency_key(name: str) -> bool:
         return False
     cls = getattr(module, "PROVIDER_CLASS", None)
     return bool(getattr(cls, "dedupes_by_idempotency_key", False))
+
+
+def offers_lookup(name: str) -> bool:
+    """Whether this provider's adapter can look up a message's status (``SupportsLookup``)."""
+    try:
+        module = _module(name)
+    except ImportError:  # an optional provider whose package is not installed
+        return False
+    return offers_lookup_capability(getattr(module, "PROVIDER_CLASS", None))

@@ -16,6 +16,10 @@ reference does not declare it (neither does the SDK generated from Telnyx's Open
 can't rely on it: the header is sent, as it costs nothing and helps if Telnyx honours it, but
 ``dedupes_by_idempotency_key`` stays False. Note that even where supported only *successful*
 responses are replayed, so a send whose outcome was unknown could still go out twice.
+
+Lookup (reconciling ``unknown`` messages): ``GET /v2/messages/{id}``; its ``data`` is shaped like
+a webhook event's ``payload`` (``to[0].status``, ``errors``) and maps the same way; 404 means
+Telnyx does not know the id.
 """
 
 from __future__ import annotations
@@ -30,10 +34,12 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
+from urllib.parse import quote
 
 import httpx
 from cryptography.exceptions import InvalidSignature
 
+from textdesk.domain.states import MessageStatus
 from textdesk.providers.base import (
     AmbiguousFailure,
     AuthFailure,
@@ -181,33 +187,82 @@ class TelnyxProvider:
             return None
         payload = _mapping(event.get("payload"))
         message_id = payload.get("id")
-        recipients = payload.get("to")
-        first = _mapping(recipients[0]) if isinstance(recipients, list) and recipients else {}
-        status = codes.STATUSES.get(str(first.get("status") or "").lower())
+        status = codes.STATUSES.get(_recipient_status(payload))
         if not isinstance(message_id, str) or status is None:
             return None
-        error_code = error_message = None
-        errors = payload.get("errors")
-        if isinstance(errors, list) and errors:
-            first_error = _mapping(errors[0])
-            code = str(first_error.get("code") or "").strip()
-            if code:
-                error_code = codes.namespaced(code)
-            error_message = (
-                _text(first_error.get("title"))
-                or _text(first_error.get("detail"))
-                or codes.describe(code)
+        return _report(message_id, status, payload, event)
+
+    # --- reconciliation --------------------------------------------------------------------
+
+    async def lookup(self, provider_message_id: str) -> StatusReport | None:
+        """Retrieve the message (``GET /v2/messages/{id}``): ``data`` has the shape of a webhook
+        event's ``payload``, mapped the same way. None: Telnyx answered 404."""
+        try:
+            response = await self._http.get(
+                f"{self._config.api_base}/v2/messages/{quote(provider_message_id, safe='')}",
+                headers={
+                    "Authorization": f"Bearer {self._config.api_key}",
+                    "Accept": "application/json",
+                },
             )
-        return StatusReport(
-            provider_message_id=message_id,
-            status=status,
-            error_code=error_code,
-            error_message=error_message,
-            raw=event,
+        except httpx.TransportError as exc:
+            raise _transport_error(exc) from None
+        if response.status_code == 404:
+            return None
+        if not response.is_success:
+            raise _http_error(response)
+        document = _json(response)
+        data = _mapping(document.get("data"))
+        reported = _recipient_status(data)
+        if reported not in codes.STATUSES:
+            raise TemporaryFailure(
+                "telnyx:bad_response",
+                f"HTTP {response.status_code} with to[0].status {reported!r}",
+            )
+        # Telnyx knows the message, so it accepted it: "queued" or "sending", no news to a
+        # webhook, is news here: the message left us.
+        status = codes.STATUSES[reported] or MessageStatus.SENT
+        message_id = data.get("id")
+        return _report(
+            message_id if isinstance(message_id, str) else provider_message_id,
+            status,
+            data,
+            document,
         )
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+
+def _recipient_status(payload: Mapping[str, Any]) -> str:
+    recipients = payload.get("to")
+    first = _mapping(recipients[0]) if isinstance(recipients, list) and recipients else {}
+    return str(first.get("status") or "").lower()
+
+
+def _report(
+    message_id: str, status: MessageStatus, payload: Mapping[str, Any], raw: Mapping[str, Any]
+) -> StatusReport:
+    """A webhook's or a retrieved message's status with its first error, if any."""
+    error_code = error_message = None
+    errors = payload.get("errors")
+    if isinstance(errors, list) and errors:
+        first_error = _mapping(errors[0])
+        code = str(first_error.get("code") or "").strip()
+        if code:
+            error_code = codes.namespaced(code)
+        error_message = (
+            _text(first_error.get("title"))
+            or _text(first_error.get("detail"))
+            or codes.describe(code)
+        )
+    return StatusReport(
+        provider_message_id=message_id,
+        status=status,
+        error_code=error_code,
+        error_message=error_message,
+        raw=raw,
+    )
 
 
 def idempotency_key(key: str) -> str:

@@ -7,6 +7,9 @@ Inbound messages and status callbacks arrive as signed form POSTs (see ``signatu
 Twilio has no idempotency key for creating messages: a retried POST is a second message. So
 ``dedupes_by_idempotency_key`` is False and a send whose outcome is unknown must not be re-sent
 blindly (the core resolves it from the status callback instead).
+
+Lookup (reconciling ``unknown`` messages): ``GET .../Messages/{Sid}.json``, whose ``status`` and
+``error_code`` map as in a status callback; 404 means Twilio does not know the Sid.
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote
 
 import httpx
 
+from textdesk.domain.states import MessageStatus
 from textdesk.providers.base import (
     AmbiguousFailure,
     AuthFailure,
@@ -171,23 +175,74 @@ class TwilioProvider:
         status = codes.STATUSES.get(reported)
         if not sid or status is None:
             return None
-        error_code: str | None = None
-        error_message: str | None = None
-        raw_code = (form.get("ErrorCode") or "").strip()
-        if raw_code and raw_code != "0":
-            error_code = codes.namespaced(raw_code)
-            number = int(raw_code) if raw_code.isdigit() else None
-            error_message = codes.describe(number) or form.get("ErrorMessage") or None
-        return StatusReport(
-            provider_message_id=sid,
-            status=status,
-            error_code=error_code,
-            error_message=error_message,
-            raw=form,
+        return _report(sid, status, form.get("ErrorCode"), form.get("ErrorMessage"), form)
+
+    # --- reconciliation --------------------------------------------------------------------
+
+    async def lookup(self, provider_message_id: str) -> StatusReport | None:
+        """Fetch the Message resource (``GET .../Messages/{Sid}.json``): its ``status`` and
+        ``error_code`` mean what they mean in a status callback. None: Twilio answered 404."""
+        url = (
+            f"{self._config.api_base}/2010-04-01/Accounts/{self._config.account_sid}"
+            f"/Messages/{quote(provider_message_id, safe='')}.json"
+        )
+        try:
+            response = await self._http.get(
+                url,
+                auth=(self._config.account_sid, self._config.auth_token),
+                headers={"Accept": "application/json"},
+            )
+        except httpx.TransportError as exc:
+            raise _transport_error(exc) from None
+        if response.status_code == 404:
+            return None
+        if not response.is_success:
+            raise _http_error(response)
+        body = _json(response)
+        reported = str(body.get("status") or "").strip().lower()
+        if reported not in codes.STATUSES:
+            raise TemporaryFailure(
+                "twilio:bad_response", f"HTTP {response.status_code} with status {reported!r}"
+            )
+        # Twilio knows the message, so it accepted it: a status that is no news to a callback
+        # ("queued", "sending") is news here: the message left us.
+        status = codes.STATUSES[reported] or MessageStatus.SENT
+        raw_code = body.get("error_code")
+        message = body.get("error_message")
+        return _report(
+            str(body.get("sid") or provider_message_id),
+            status,
+            None if raw_code is None else str(raw_code),
+            message if isinstance(message, str) else None,
+            body,
         )
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+
+def _report(
+    sid: str,
+    status: MessageStatus,
+    raw_code: str | None,
+    fallback_message: str | None,
+    raw: Mapping[str, Any],
+) -> StatusReport:
+    """A status callback's or a looked-up Message's status, error code ("0": none) and text."""
+    error_code: str | None = None
+    error_message: str | None = None
+    raw_code = (raw_code or "").strip()
+    if raw_code and raw_code != "0":
+        error_code = codes.namespaced(raw_code)
+        number = int(raw_code) if raw_code.isdigit() else None
+        error_message = codes.describe(number) or fallback_message or None
+    return StatusReport(
+        provider_message_id=sid,
+        status=status,
+        error_code=error_code,
+        error_message=error_message,
+        raw=raw,
+    )
 
 
 def _form_pairs(request: WebhookRequest) -> list[tuple[str, str]]:
