@@ -486,6 +486,21 @@ def record(db: Database, outcomes: Sequence[Outcome], *, actor: str) -> None:
                     conn, o.message.org_id, o.message.to, o.message.id, o.code, now
                 )
         add_events(conn, events)
+        if sent:
+            # For segments ("last_outbound < -30d"): one statement per batch, not per message.
+            sent_ids = [o.message.id for o in sent]
+            for start in range(0, len(sent_ids), 500):
+                conn.execute(
+                    sa.update(contacts)
+                    .where(
+                        contacts.c.id.in_(
+                            sa.select(messages.c.contact_id).where(
+                                messages.c.id.in_(sent_ids[start : start + 500])
+                            )
+                        )
+                    )
+                    .values(last_outbound_at=now)
+                )
         by_channel: dict[int, list[str]] = defaultdict(list)
         for o in sent:
             by_channel[o.message.channel_id].append(o.provider_message_id)

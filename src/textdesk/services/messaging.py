@@ -22,6 +22,7 @@ from textdesk.domain.phone import PhoneError, normalize
 from textdesk.domain.states import Direction, MessageStatus, can_advance
 from textdesk.providers.base import InboundSms, StatusReport
 from textdesk.services import compliance, org_settings
+from textdesk.services import events as live
 from textdesk.services.auth import Principal
 from textdesk.services.compliance import Recipient, Verdict
 from textdesk.services.errors import Invalid, NotFound
@@ -128,6 +129,15 @@ def event_row(
 def add_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     if rows:
         conn.execute(message_events.insert(), list(rows))
+        # One live event per organization per batch (never one per message): the outbox
+        # writes thousands of these a second.
+        by_org: dict[int, list[int]] = {}
+        for row in rows:
+            ids = by_org.setdefault(row["org_id"], [])
+            if not ids or ids[-1] != row["message_id"]:
+                ids.append(row["message_id"])
+        for org_id, ids in by_org.items():
+            live.publish(conn, org_id, "message.status", {"message_ids": ids})
 
 
 # --- outbound ----------------------------------------------------------------------------------
@@ -331,6 +341,12 @@ def queue_outbound(
     )
     if status == S.QUEUED:
         wakeup.notify_in_transaction(conn)
+    live.publish(
+        conn,
+        org_id,
+        "message.new",
+        {"message_id": message_id, "conversation_id": conversation.id, "direction": "out"},
+    )
     row = conn.execute(sa.select(messages).where(messages.c.id == message_id)).one()
     return Queued(Message.from_row(row), created=True)
 
@@ -571,8 +587,18 @@ def receive_inbound(db: Database, settings: Settings, channel_id: int, sms: Inbo
                 status="open",
                 unread_count=conversations.c.unread_count + 1,
                 last_message_at=now,
+                last_inbound_at=now,
                 channel_id=sa.func.coalesce(conversations.c.channel_id, channel_id),
             )
+        )
+        conn.execute(
+            sa.update(contacts).where(contacts.c.id == contact_id).values(last_inbound_at=now)
+        )
+        live.publish(
+            conn,
+            org_id,
+            "message.new",
+            {"message_id": message_id, "conversation_id": conversation.id, "direction": "in"},
         )
         message = Message.from_row(
             conn.execute(sa.select(messages).where(messages.c.id == message_id)).one()

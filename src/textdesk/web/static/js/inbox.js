@@ -1,0 +1,295 @@
+// The inbox: live updates (SSE /events), keyboard shortcuts, the composer's counter, the
+// merge-field preview and the "/" canned-response picker. No inline script (strict CSP).
+(function () {
+  "use strict";
+
+  // GSM-7 as in textdesk.domain.encoding (3GPP TS 23.038; 'Ç' not 'ç' at 0x09).
+  var GSM_BASIC = "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?" +
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà";
+  var GSM_EXT = "^{}\\[~]|€\f";
+
+  function measure(text) {
+    var septets = 0;
+    var gsm = true;
+    for (var ch of text) {
+      if (GSM_BASIC.indexOf(ch) >= 0) septets += 1;
+      else if (GSM_EXT.indexOf(ch) >= 0) septets += 2;
+      else { gsm = false; break; }
+    }
+    if (gsm) {
+      return { encoding: "GSM-7", length: septets,
+        segments: septets === 0 ? 0 : septets <= 160 ? 1 : Math.ceil(septets / 153) };
+    }
+    var units = text.length; // UTF-16 code units, as UCS-2 counts them
+    return { encoding: "UCS-2", length: units, segments: units <= 70 ? 1 : Math.ceil(units / 67) };
+  }
+
+  function csrf() {
+    var h = document.body.getAttribute("hx-headers");
+    try { return JSON.parse(h)["X-CSRF-Token"]; } catch (e) { return ""; }
+  }
+
+  function openId() {
+    var pane = document.querySelector(".thread-pane");
+    return pane ? pane.getAttribute("data-conversation") : null;
+  }
+
+  function filters() {
+    var root = document.getElementById("inbox");
+    return root ? root.getAttribute("data-filters") || "" : "";
+  }
+
+  function typing(el) {
+    return el && (el.tagName === "INPUT" || el.tagName === "TEXTAREA" || el.tagName === "SELECT" ||
+      el.isContentEditable);
+  }
+
+  // --- live updates ------------------------------------------------------------------------
+  var listTimer = null;
+  var threadTimer = null;
+
+  function refreshList() {
+    clearTimeout(listTimer);
+    listTimer = setTimeout(function () {
+      var id = openId();
+      var q = filters();
+      var url = "/inbox/list?" + q + (id ? (q ? "&" : "") + "open=" + id : "");
+      htmx.ajax("GET", url, { target: "#conv-list", swap: "innerHTML" });
+    }, 150);
+  }
+
+  // Parts of the thread a live refresh may replace while the agent is typing somewhere in it.
+  var LIVE_PARTS = ["thread-head", "review-box", "messages", "notes-list"];
+
+  function busy() {
+    var pane = document.getElementById("thread");
+    if (!pane) return false;
+    if (pane.contains(document.activeElement) && typing(document.activeElement)) return true;
+    return Array.prototype.some.call(pane.querySelectorAll("input[type=text], input:not([type]), textarea"),
+      function (el) { return el.value; });
+  }
+
+  function refreshThread() {
+    var id = openId();
+    if (!id) return;
+    clearTimeout(threadTimer);
+    threadTimer = setTimeout(function () {
+      if (!busy()) {
+        htmx.ajax("GET", "/inbox/c/" + id, { target: "#thread", swap: "innerHTML" });
+        return;
+      }
+      // Never wipe what the agent is typing: refresh only the parts that show state.
+      fetch("/inbox/c/" + id, { credentials: "same-origin" })
+        .then(function (r) { return r.text(); })
+        .then(function (html) {
+          if (openId() !== id) return;
+          var doc = new DOMParser().parseFromString(html, "text/html");
+          LIVE_PARTS.forEach(function (part) {
+            var fresh = doc.getElementById(part);
+            var old = document.getElementById(part);
+            if (fresh && old) old.replaceWith(fresh);
+          });
+          scrollThread();
+          if (window.htmx) htmx.process(document.getElementById("thread"));
+        });
+    }, 150);
+  }
+
+  function shown(ids) {
+    for (var i = 0; i < ids.length; i++) {
+      if (document.querySelector('[data-message-id="' + ids[i] + '"]')) return true;
+    }
+    return false;
+  }
+
+  function connect() {
+    if (!window.EventSource || !document.getElementById("inbox")) return;
+    var source = new EventSource("/events");
+    source.addEventListener("message.new", function (e) {
+      var d = JSON.parse(e.data);
+      refreshList();
+      if (String(d.conversation_id) === openId()) refreshThread();
+    });
+    source.addEventListener("message.status", function (e) {
+      var d = JSON.parse(e.data);
+      if (shown(d.message_ids || [])) refreshThread();
+    });
+    source.addEventListener("conversation.updated", function (e) {
+      var d = JSON.parse(e.data);
+      refreshList();
+      if (String(d.conversation_id) === openId()) refreshThread();
+    });
+    source.addEventListener("resync", function () { refreshList(); refreshThread(); });
+    source.addEventListener("open", function () { document.body.setAttribute("data-live", "1"); });
+    source.onopen = function () { document.body.setAttribute("data-live", "1"); };
+  }
+
+  // --- composer ------------------------------------------------------------------------------
+  var previewTimer = null;
+  var picker = { items: [], index: 0, open: false };
+
+  function updateCounter() {
+    var box = document.getElementById("composer-body");
+    var counter = document.getElementById("counter");
+    if (!box || !counter) return;
+    var m = measure(box.value);
+    counter.textContent = m.length + (m.encoding === "GSM-7" ? " septets" : " chars") + " · " +
+      m.encoding + " · " + m.segments + (m.segments === 1 ? " segment" : " segments");
+    counter.classList.toggle("ucs2", m.encoding === "UCS-2");
+    var out = document.getElementById("merge-preview");
+    clearTimeout(previewTimer);
+    if (!out) return;
+    if (box.value.indexOf("{") < 0) { out.textContent = ""; return; }
+    previewTimer = setTimeout(function () {
+      var body = new URLSearchParams({ body: box.value });
+      fetch("/inbox/c/" + box.getAttribute("data-conversation") + "/preview", {
+        method: "POST", credentials: "same-origin", body: body,
+        headers: { "X-CSRF-Token": csrf() }
+      }).then(function (r) { return r.json(); }).then(function (d) {
+        out.textContent = d.error ? d.error : "→ " + d.text +
+          (d.missing.length ? " (no value: " + d.missing.join(", ") + ")" : "");
+      });
+    }, 250);
+  }
+
+  function renderPicker() {
+    var el = document.getElementById("canned-picker");
+    if (!el) return;
+    el.innerHTML = "";
+    if (!picker.open || !picker.items.length) { el.hidden = true; return; }
+    picker.items.forEach(function (item, i) {
+      var opt = document.createElement("div");
+      opt.className = "opt";
+      opt.setAttribute("role", "option");
+      opt.setAttribute("aria-selected", i === picker.index ? "true" : "false");
+      opt.setAttribute("data-testid", "canned-option");
+      var title = document.createElement("strong");
+      title.textContent = item.title;
+      var text = document.createElement("small");
+      text.textContent = item.text;
+      opt.appendChild(title);
+      opt.appendChild(text);
+      opt.addEventListener("mousedown", function (e) { e.preventDefault(); choose(i); });
+      el.appendChild(opt);
+    });
+    el.hidden = false;
+  }
+
+  function searchCanned(box) {
+    var q = box.value.slice(1);
+    fetch("/inbox/c/" + box.getAttribute("data-conversation") + "/canned?q=" +
+      encodeURIComponent(q), { credentials: "same-origin" })
+      .then(function (r) { return r.json(); })
+      .then(function (d) {
+        if (!box.value.startsWith("/")) return;
+        picker.items = d.items; picker.index = 0; picker.open = true; renderPicker();
+      });
+  }
+
+  function closePicker() { picker.open = false; picker.items = []; renderPicker(); }
+
+  function choose(i) {
+    var box = document.getElementById("composer-body");
+    var item = picker.items[i];
+    if (!box || !item) return;
+    box.value = item.text;
+    closePicker();
+    updateCounter();
+    box.focus();
+  }
+
+  function send(box) {
+    if (!box.value.trim()) return;
+    var form = box.form;
+    if (form.getAttribute("data-sending")) return; // one send per key press, however held
+    form.setAttribute("data-sending", "1");
+    htmx.trigger(form, "submit");
+  }
+
+  function composerKeys(e) {
+    var box = e.target;
+    if (picker.open) {
+      if (e.key === "ArrowDown") { picker.index = Math.min(picker.index + 1, picker.items.length - 1); renderPicker(); e.preventDefault(); return; }
+      if (e.key === "ArrowUp") { picker.index = Math.max(picker.index - 1, 0); renderPicker(); e.preventDefault(); return; }
+      if (e.key === "Enter" || e.key === "Tab") { e.preventDefault(); choose(picker.index); return; }
+      if (e.key === "Escape") { closePicker(); e.preventDefault(); return; }
+    }
+    if (e.key === "Enter" && !e.shiftKey) {
+      var multiline = box.value.indexOf("\n") >= 0;
+      if (e.ctrlKey || e.metaKey || !multiline) {
+        e.preventDefault();
+        if (!e.repeat) send(box);
+      }
+    }
+    if (e.key === "Escape") box.blur();
+  }
+
+  // --- keyboard shortcuts ----------------------------------------------------------------------
+  function move(step) {
+    var links = Array.prototype.slice.call(document.querySelectorAll("#conv-list .conv a"));
+    if (!links.length) return;
+    var id = openId();
+    var at = links.findIndex(function (a) { return a.getAttribute("data-conversation") === id; });
+    var next = at < 0 ? 0 : Math.max(0, Math.min(links.length - 1, at + step));
+    links.forEach(function (a) { a.parentElement.classList.remove("current"); });
+    links[next].parentElement.classList.add("current");
+    links[next].click();
+  }
+
+  function toggleHelp(show) {
+    var help = document.getElementById("help");
+    if (help) help.hidden = show === undefined ? !help.hidden : !show;
+  }
+
+  document.addEventListener("keydown", function (e) {
+    if (e.target && e.target.id === "composer-body") { composerKeys(e); return; }
+    if (typing(e.target) || e.ctrlKey || e.metaKey || e.altKey) return;
+    if (e.key === "j") { move(1); e.preventDefault(); }
+    else if (e.key === "k") { move(-1); e.preventDefault(); }
+    else if (e.key === "?") { toggleHelp(); e.preventDefault(); }
+    else if (e.key === "Escape") { toggleHelp(false); }
+    else if (e.key === "/") {
+      var box = document.getElementById("composer-body");
+      if (box) { e.preventDefault(); box.focus(); box.value = "/"; searchCanned(box); updateCounter(); }
+    } else if (e.key === "c") {
+      var close = document.getElementById("close-form");
+      if (close) { htmx.trigger(close, "submit"); e.preventDefault(); }
+    } else if (e.key === "t") {
+      var tag = document.getElementById("tag-input");
+      if (tag) { tag.focus(); e.preventDefault(); }
+    }
+  });
+
+  document.addEventListener("input", function (e) {
+    if (!e.target || e.target.id !== "composer-body") return;
+    updateCounter();
+    if (e.target.value.startsWith("/")) searchCanned(e.target);
+    else if (picker.open) closePicker();
+  });
+
+  function scrollThread() {
+    var list = document.getElementById("messages");
+    if (list) list.scrollTop = list.scrollHeight;
+  }
+
+  document.addEventListener("htmx:afterSwap", function (e) {
+    if (e.target && e.target.id === "thread") {
+      scrollThread();
+      updateCounter();
+      var id = openId();
+      document.querySelectorAll("#conv-list .conv").forEach(function (li) {
+        li.classList.toggle("current", li.getAttribute("data-id") === id);
+      });
+      if (id && history.replaceState) {
+        var q = filters();
+        history.replaceState(null, "", "/inbox?" + (q ? q + "&" : "") + "c=" + id);
+      }
+    }
+  });
+
+  document.addEventListener("DOMContentLoaded", function () {
+    connect();
+    scrollThread();
+    updateCounter();
+  });
+})();
