@@ -13,7 +13,16 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from textdesk.domain.roles import Role
-from textdesk.services import accounts, campaigns, channels, contacts
+from textdesk.services import (
+    accounts,
+    campaign_survey,
+    campaigns,
+    canned,
+    channels,
+    contacts,
+    custom_fields,
+    segments,
+)
 from textdesk.services.auth import Principal
 from textdesk.services.contacts import ContactInput
 from textdesk.services.passwords import hash_password
@@ -30,6 +39,12 @@ DEMO_SCRIPT = (
     "Hi {first_name|there}, it's {agent_name} from Acme Dental. Your 6-month cleaning is due - "
     "want us to book you in? Reply STOP to opt out."
 )
+DEMO_DRAFT_SCRIPT = (
+    "Hi {first_name|there}, Acme Dental here: as a VIP patient you get priority booking this "
+    "month. Reply YES and {agent_name} will find you a slot. Reply STOP to opt out."
+)
+#: Saved segment of the active campaign: about a quarter of the demo contacts carry the tag.
+DEMO_SEGMENT = ("Recall due", "tag:recall-due AND NOT opted_out")
 
 _FIRST = [
     "Ana",
@@ -139,6 +154,9 @@ def seed(db: Database, *, contact_count: int = 200, rng_seed: int = 7) -> DemoRe
         phone="+12025550143",
         number_type=channels.NumberType.TEN_DLC,
     )
+    custom_fields.create_field(
+        db, system, key="last_visit_days", label="Days since last visit", type_="number"
+    )
     rng = random.Random(rng_seed)  # noqa: S311 - fake demo data, reproducible on purpose
     with db.write() as conn:
         for i in range(contact_count):
@@ -157,14 +175,59 @@ def seed(db: Database, *, contact_count: int = 200, rng_seed: int = 7) -> DemoRe
                     fields={"last_visit_days": rng.randint(10, 400)},
                 ),
             )
+    _seed_campaigns(db, system)
+    return DemoResult(org_id=org.id, created=True, logins=tuple(logins))
+
+
+def _seed_campaigns(db: Database, system: Principal) -> None:
+    """An ACTIVE campaign the demo agent can join at once, and a draft to edit."""
+    name, query = DEMO_SEGMENT
+    segment = segments.create_segment(db, system, name=name, query=query)
+    with db.read() as conn:
+        agent_id = conn.execute(
+            sa.select(users.c.id).where(
+                users.c.org_id == system.org_id, users.c.email == DEMO_USERS[1][0]
+            )
+        ).scalar_one()
+    recall = campaigns.create_draft(
+        db,
+        system,
+        campaigns.CampaignInput(
+            name="Spring recall", script=DEMO_SCRIPT, segment_id=segment.id, batch_size=25
+        ),
+    )
+    campaigns.set_agents(db, system, recall.id, [agent_id])
+    campaign_survey.add_canned(
+        db,
+        system,
+        recall.id,
+        title="Book a slot",
+        body="Great, {first_name|there}! We have openings Tue and Thu mornings. Which suits you?",
+    )
+    for title, body in (
+        ("Opening hours", "We're open Mon-Fri 8am-6pm and Sat 9am-1pm."),
+        ("Call us", "You can also call the front desk at (202) 555-0143."),
+    ):
+        canned.create(db, system, title=title, body=body)
+    campaign_survey.add_question(
+        db,
+        system,
+        recall.id,
+        prompt="Do they want to book?",
+        options=[
+            {"label": "Yes, book me", "tag": "wants-booking"},
+            {"label": "Later", "tag": "call-later"},
+            {"label": "No thanks", "tag": "declined-recall"},
+        ],
+    )
+    campaigns.transition(db, system, recall.id, "start")
     campaigns.create_campaign(
         db,
         system,
-        name="Spring recall",
-        script=DEMO_SCRIPT,
-        segment_query="tag:recall-due AND NOT opted_out",
+        name="VIP priority booking",
+        script=DEMO_DRAFT_SCRIPT,
+        segment_query="tag:vip AND fields.last_visit_days > 180",
     )
-    return DemoResult(org_id=org.id, created=True, logins=tuple(logins))
 
 
 def _reset_passwords(db: Database, org_id: int) -> tuple[DemoLogin, ...]:
