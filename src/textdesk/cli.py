@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import logging
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -96,9 +97,52 @@ def serve() -> None:
 def worker() -> None:
     """Run the delivery worker (dispatches queued messages to providers)."""
     from textdesk.delivery.worker import run_worker
+    from textdesk.services.imports import ImportRunner
 
     settings, db = _setup()
+    imports_runner = ImportRunner(db)  # CSV imports, and resuming any whose process died
+    imports_runner.start()
     run_worker(settings, db)
+    imports_runner.stop()
+
+
+@app.command("import")
+def import_command(
+    file: Annotated[Path, typer.Argument(help="The CSV file.", exists=True, dir_okay=False)],
+    org: Annotated[
+        str | None, typer.Option(help="Organization slug or id (needed if there are several).")
+    ] = None,
+    map_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--map", help="header=attribute, e.g. 'Cell=phone' or 'Notes=' to ignore (repeat)."
+        ),
+    ] = None,
+    policy: Annotated[
+        str, typer.Option(help="Existing contacts: fill (empty fields), overwrite or skip.")
+    ] = "fill",
+    tag: Annotated[
+        list[str] | None, typer.Option(help="Tag every imported contact (repeat).")
+    ] = None,
+    all_opted_in: Annotated[
+        bool, typer.Option(help="Record an opt-in for every row (collected with consent).")
+    ] = False,
+) -> None:
+    """Import contacts from a CSV file, with a progress bar (the same import as the UI's)."""
+    from textdesk.cli_import import run_cli_import
+
+    _settings, db = _setup()
+    migrations.upgrade(db.engine)
+    run_cli_import(
+        db,
+        _settings,
+        file,
+        org=org,
+        mapping=map_ or [],
+        policy=policy,
+        tags=tag or [],
+        all_opted_in=all_opted_in,
+    )
 
 
 @app.command("demo")

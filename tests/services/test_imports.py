@@ -1,0 +1,340 @@
+"""CSV imports end to end on both engines: policies, tags, consent, rejects, resume, re-runs."""
+
+from __future__ import annotations
+
+import io
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from tests.conftest import Org, make_org
+from textdesk.services import consent, contacts, custom_fields, imports
+from textdesk.services.auth import Principal
+from textdesk.services.contacts import ContactInput
+from textdesk.services.errors import Conflict, Forbidden, Invalid
+from textdesk.settings import Environment, Settings
+from textdesk.store.db import Database
+from textdesk.store.tables import consent_events, import_rejects, utcnow
+from textdesk.store.tables import contacts as contacts_table
+from textdesk.store.tables import imports as imports_table
+
+
+@pytest.fixture
+def cfg(tmp_path: Path) -> Settings:
+    return Settings(
+        env=Environment.TEST,
+        data_dir=tmp_path / "data",
+        secret_key="test-secret-key-0123456789",
+        _env_file=None,  # type: ignore[call-arg]
+    )
+
+
+def _upload(db: Database, cfg: Settings, who: Principal, data: bytes | str) -> imports.ImportView:
+    raw = data.encode() if isinstance(data, str) else data
+    return imports.upload(db, cfg, who, filename="list.csv", stream=io.BytesIO(raw))
+
+
+def _import(
+    db: Database, cfg: Settings, who: Principal, data: bytes | str, **start: Any
+) -> imports.ImportView:
+    run = start.pop("run", {})
+    view = _upload(db, cfg, who, data)
+    imports.start_import(db, who, view.id, **start)
+    assert imports.claim(db, "test-worker") == view.id
+    return imports.run_import(db, view.id, "test-worker", **run)
+
+
+def _people(db: Database, org_id: int) -> dict[str, Any]:
+    with db.read() as conn:
+        rows = conn.execute(
+            sa.select(contacts_table).where(contacts_table.c.org_id == org_id)
+        ).all()
+    return {r.phone_e164: r for r in rows}
+
+
+def _rejects(db: Database, import_id: int) -> dict[int, str]:
+    with db.read() as conn:
+        rows = conn.execute(
+            sa.select(import_rejects.c.line, import_rejects.c.reason).where(
+                import_rejects.c.import_id == import_id
+            )
+        )
+        return {line: reason for line, reason in rows}
+
+
+def _ledger(db: Database, org_id: int) -> list[tuple[str, str, str]]:
+    with db.read() as conn:
+        return [
+            tuple(r)
+            for r in conn.execute(
+                sa.select(
+                    consent_events.c.phone_e164, consent_events.c.kind, consent_events.c.source
+                )
+                .where(consent_events.c.org_id == org_id)
+                .order_by(consent_events.c.id)
+            )
+        ]
+
+
+MESSY = (
+    "\ufeffCell Phone;First Name;Last Name;ST;Notes\r\n"
+    '(201) 555-0123;Ann;Lee;tx;"likes; semicolons\r\nand newlines"\r\n'
+    "555-0199;Bad;Number;TX;\r\n"
+    "+1 201 555 0123;Ann;Again;TX;dup\r\n"
+    "201.555.0124;Bob;;Texas;\r\n"
+    "\r\n"
+    "2015550125;Cé;Ñu;ny;\r\n"
+)
+
+
+def test_messy_file_with_rejects_by_line(db: Database, acme: Org, cfg: Settings) -> None:
+    admin = acme.admin.principal
+    up = _upload(db, cfg, admin, MESSY)
+    assert (up.encoding, up.delimiter, up.status) == ("utf-8-sig", ";", "uploaded")
+    assert up.mapping == {
+        "Cell Phone": "phone",
+        "First Name": "first_name",
+        "Last Name": "last_name",
+        "ST": "state",
+    }
+    assert up.preview[0][4] == "likes; semicolons\r\nand newlines"
+    imports.start_import(db, admin, up.id, tags=["Spring", "spring ", "vip"])
+    assert imports.claim(db, "w") == up.id
+    done = imports.run_import(db, up.id, "w")
+    assert (done.status, done.inserted, done.updated, done.skipped, done.rejected) == (
+        "done",
+        2,
+        0,
+        0,
+        3,
+    )
+    assert done.total_rows == 6  # data rows: lines 2 to 7
+    people = _people(db, acme.org.id)
+    assert set(people) == {"+12015550123", "+12015550125"}
+    assert people["+12015550125"].first_name == "Cé"
+    assert people["+12015550125"].state == "NY"
+    assert people["+12015550123"].tags == ["spring", "vip"]
+    rejects = _rejects(db, up.id)
+    assert sorted(rejects) == [3, 4, 5]
+    assert rejects[3].startswith("invalid number")
+    assert rejects[4].startswith("duplicate in file: +12015550123")
+    assert rejects[5].startswith("state must be two letters")
+    rows = list(imports.reject_rows(db, admin, up.id))
+    assert rows[0] == ["3", rejects[3], "555-0199,Bad,Number,TX,"]
+    assert list((cfg.data_dir / "imports").iterdir()) == []  # the file goes once done
+
+
+def test_latin1_tab_file(db: Database, acme: Org, cfg: Settings) -> None:
+    data = "mobile\tfname\tlname\n2015550123\tRené\tGarçon\n".encode("latin-1")
+    done = _import(db, cfg, acme.admin.principal, data)
+    assert done.inserted == 1
+    assert _people(db, acme.org.id)["+12015550123"].last_name == "Garçon"
+
+
+@pytest.mark.parametrize(
+    ("policy", "first", "last", "email", "tags"),
+    [
+        ("fill", "Ann", "Lee", "new@example.com", ["new", "old"]),
+        ("overwrite", "Annie", "Lee", "new@example.com", ["new", "old"]),
+        ("skip", "Ann", "", None, ["old"]),
+    ],
+)
+def test_policies(
+    db: Database,
+    acme: Org,
+    cfg: Settings,
+    policy: str,
+    first: str,
+    last: str,
+    email: str | None,
+    tags: list[str],
+) -> None:
+    admin = acme.admin.principal
+    contacts.create_contact(
+        db, admin, ContactInput(phone="+12015550123", first_name="Ann", tags=["old"])
+    )
+    data = "phone,first,last,email\n2015550123,Annie,Lee,new@example.com\n2015550124,Zed,,\n"
+    done = _import(db, cfg, admin, data, policy=policy, tags=["new"])
+    person = _people(db, acme.org.id)["+12015550123"]
+    assert (person.first_name, person.last_name, person.email) == (first, last, email)
+    assert sorted(person.tags) == tags
+    assert done.inserted == 1
+    assert (done.updated, done.skipped) == ((0, 1) if policy == "skip" else (1, 0))
+
+
+def test_custom_fields_and_consent(db: Database, acme: Org, cfg: Settings) -> None:
+    admin = acme.admin.principal
+    custom_fields.create_field(db, admin, key="last_order", label="Last order", type_="date")
+    data = (
+        "phone,opted_in,consent source,consent timestamp,last order\n"
+        "2015550123,yes,web form 12,2026-03-01T10:00:00Z,03/04/2026\n"
+        "2015550124,no,,,\n"
+        "2015550125,,,,2026-02-30\n"
+    )
+    done = _import(db, cfg, admin, data)
+    people = _people(db, acme.org.id)
+    assert people["+12015550123"].fields == {"last_order": "2026-03-04"}
+    assert people["+12015550124"].opted_out
+    assert not people["+12015550123"].opted_out
+    assert done.rejected == 1
+    assert "fields.last_order" in _rejects(db, done.id)[4]
+    assert _ledger(db, acme.org.id) == [
+        ("+12015550123", "opt_in", "import"),
+        ("+12015550124", "opt_out", "import"),
+    ]
+    with db.read() as conn:
+        event = consent.history(conn, acme.org.id, people["+12015550123"].id)[0]
+    assert event.evidence["source"] == "web form 12"
+    assert event.evidence["timestamp"] == "2026-03-01T10:00:00+00:00"
+    assert event.evidence["line"] == 2
+
+
+def test_opted_out_numbers_are_never_resubscribed(db: Database, acme: Org, cfg: Settings) -> None:
+    admin = acme.admin.principal
+    ann = contacts.create_contact(db, admin, ContactInput(phone="+12015550123", first_name="Ann"))
+    consent.agent_opt_out(db, admin, ann.id, note="asked on the phone")
+    data = "phone,first,opted_in\n2015550123,Annie,yes\n2015550124,Bob,yes\n"
+    done = _import(db, cfg, admin, data, policy="overwrite", all_opted_in=True)
+    people = _people(db, acme.org.id)
+    assert people["+12015550123"].opted_out
+    assert people["+12015550123"].first_name == "Ann"
+    assert _rejects(db, done.id)[2].startswith("opted out: +12015550123")
+    assert [k for p, k, _s in _ledger(db, acme.org.id) if p == "+12015550123"] == ["opt_out"]
+    # A row without a consent column still updates the opted-out contact, which stays out.
+    done = _import(db, cfg, admin, "phone,first\n2015550123,Annie\n", policy="overwrite")
+    assert _people(db, acme.org.id)["+12015550123"].opted_out
+    assert _people(db, acme.org.id)["+12015550123"].first_name == "Annie"
+
+
+def test_rerun_is_idempotent(db: Database, acme: Org, cfg: Settings) -> None:
+    admin = acme.admin.principal
+    data = "phone,first,opted_in\n2015550123,Ann,yes\n2015550124,Bob,yes\nnope,X,yes\n"
+    first = _import(db, cfg, admin, data, tags=["t"])
+    before = (_people(db, acme.org.id), _ledger(db, acme.org.id))
+    again = _import(db, cfg, admin, data, tags=["t"])
+    assert (first.inserted, first.rejected) == (2, 1)
+    assert (again.inserted, again.updated, again.skipped, again.rejected) == (0, 0, 2, 1)
+    after = (_people(db, acme.org.id), _ledger(db, acme.org.id))
+    assert {p: tuple(r) for p, r in before[0].items()} == {p: tuple(r) for p, r in after[0].items()}
+    assert before[1] == after[1]
+
+
+def _big(n: int) -> str:
+    lines = ["phone,first,opted_in"]
+    for i in range(n):
+        phone = f"201555{i % 7000:04d}" if i % 11 else "12"
+        lines.append(f"{phone},P{i},{'yes' if i % 3 else ''}")
+    return "\n".join(lines) + "\n"
+
+
+def test_resume_after_crash_equals_uninterrupted_run(
+    db: Database, acme: Org, cfg: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = _big(9000)
+    other = make_org(db, "Reference")
+    reference = _import(db, cfg, other.admin.principal, data, run={"batch_rows": 1000})
+
+    admin = acme.admin.principal
+    up = _upload(db, cfg, admin, data)
+    imports.start_import(db, admin, up.id)
+    assert imports.claim(db, "doomed") == up.id
+    real_apply = imports._apply
+    calls = {"n": 0}
+
+    def crash_on_fourth(*args: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise RuntimeError("power cut")
+        return real_apply(*args)
+
+    monkeypatch.setattr(imports, "_apply", crash_on_fourth)
+    with pytest.raises(RuntimeError, match="power cut"):
+        imports.run_import(db, up.id, "doomed", batch_rows=1000)
+    monkeypatch.setattr(imports, "_apply", real_apply)
+    with db.read() as conn:
+        half = imports.get_import(conn, acme.org.id, up.id)
+    assert half.status == "running"
+    assert half.processed_rows == 3000
+    # The lease has not expired: nobody else may take it yet.
+    assert imports.claim(db, "rescuer") is None
+    with db.write() as conn:
+        conn.execute(sa.update(imports_table).values(lease_until=utcnow() - timedelta(seconds=1)))
+    assert imports.claim(db, "rescuer") == up.id
+    resumed = imports.run_import(db, up.id, "rescuer", batch_rows=1000)
+
+    def counters(v: imports.ImportView) -> tuple[int, ...]:
+        return (v.inserted, v.updated, v.skipped, v.rejected, v.processed_rows)
+
+    assert resumed.status == "done"
+    assert counters(resumed) == counters(reference)
+
+    def shape(org_id: int) -> Any:
+        people = {
+            p: (r.first_name, r.opted_out, tuple(r.tags)) for p, r in _people(db, org_id).items()
+        }
+        return people, sorted((p, k) for p, k, _s in _ledger(db, org_id))
+
+    assert shape(acme.org.id) == shape(other.org.id)
+    assert _rejects(db, resumed.id) == _rejects(db, reference.id)
+
+
+def test_parallel_normalization_gives_the_same_result(
+    db: Database, acme: Org, cfg: Settings
+) -> None:
+    data = _big(3000)
+    other = make_org(db, "Serial")
+    serial = _import(db, cfg, other.admin.principal, data, run={"processes": 0})
+    parallel = _import(db, cfg, acme.admin.principal, data, run={"processes": 2, "batch_rows": 700})
+    assert (serial.inserted, serial.rejected) == (parallel.inserted, parallel.rejected)
+    assert _rejects(db, serial.id) == _rejects(db, parallel.id)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "empty"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary"),
+        (b"phone|first\n2015550123|Ann\n", "single column"),
+        (b"phone,first\n2015550123," + b"y" * (10 * 1024 * 1024) + b"\n", "line 2 is longer"),
+    ],
+)
+def test_bad_files_leave_nothing(
+    db: Database, acme: Org, cfg: Settings, data: bytes, message: str
+) -> None:
+    with pytest.raises(Invalid, match=message) as err:
+        _upload(db, cfg, acme.admin.principal, data)
+    assert err.value.field == "file"
+    with db.read() as conn:
+        assert imports.list_imports(conn, acme.org.id) == []
+    assert list((cfg.data_dir / "imports").iterdir()) == []
+
+
+def test_missing_phone_column_and_bad_mapping(db: Database, acme: Org, cfg: Settings) -> None:
+    admin = acme.admin.principal
+    up = _upload(db, cfg, admin, "first,last\nAnn,Lee\n")
+    assert up.mapping == {"first": "first_name", "last": "last_name"}
+    with pytest.raises(Invalid, match="no column holds the phone number") as err:
+        imports.start_import(db, admin, up.id)
+    assert err.value.field == "mapping"
+    with pytest.raises(Invalid, match="policy must be"):
+        imports.start_import(db, admin, up.id, mapping={"first": "phone"}, policy="merge")
+    imports.start_import(db, admin, up.id, mapping={"first": "phone"})
+    with pytest.raises(Conflict):
+        imports.start_import(db, admin, up.id, mapping={"first": "phone"})
+    assert _people(db, acme.org.id) == {}
+
+
+def test_agents_cannot_import_and_cancel_stops(db: Database, acme: Org, cfg: Settings) -> None:
+    with pytest.raises(Forbidden):
+        _upload(db, cfg, acme.agent.principal, "phone\n2015550123\n")
+    admin = acme.admin.principal
+    up = _upload(db, cfg, admin, _big(50))
+    imports.start_import(db, admin, up.id)
+    assert imports.claim(db, "w") == up.id
+    imports.cancel_import(db, admin, up.id)
+    after = imports.run_import(db, up.id, "w", batch_rows=10)
+    assert after.status == "cancelled"
+    assert _people(db, acme.org.id) == {}

@@ -1,0 +1,107 @@
+"""The import API and pages: upload, start, the background run, rejects, and bad files."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import Org
+from textdesk.services import contacts
+from textdesk.store.db import Database
+
+GOOD = b"Mobile,First Name,State\n(201) 555-0123,Ann,TX\n12345,Bad,TX\n201-555-0124,Bob,ny\n"
+
+
+def _upload(client: TestClient, org: Org, data: bytes) -> Any:
+    return client.post(
+        "/api/v1/imports", files={"file": ("list.csv", data, "text/csv")}, headers=org.admin.headers
+    )
+
+
+def _wait(client: TestClient, org: Org, import_id: int) -> dict[str, Any]:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        body: dict[str, Any] = client.get(
+            f"/api/v1/imports/{import_id}", headers=org.admin.headers
+        ).json()
+        if body["status"] in ("done", "failed", "cancelled"):
+            return body
+        time.sleep(0.1)
+    raise AssertionError("the import did not finish")
+
+
+def test_upload_start_run_rejects(client: TestClient, db: Database, acme: Org) -> None:
+    up = _upload(client, acme, GOOD)
+    assert up.status_code == 201, up.text
+    body = up.json()
+    assert body["status"] == "uploaded"
+    assert body["mapping"] == {"Mobile": "phone", "First Name": "first_name", "State": "state"}
+    assert body["preview"][0] == ["(201) 555-0123", "Ann", "TX"]
+    bad = client.post(
+        f"/api/v1/imports/{body['id']}/start",
+        json={"mapping": {"First Name": "first_name"}},
+        headers=acme.admin.headers,
+    )
+    assert bad.status_code == 422
+    assert bad.json()["field"] == "mapping"
+    started = client.post(
+        f"/api/v1/imports/{body['id']}/start",
+        json={"tags": ["fair"], "policy": "fill"},
+        headers=acme.admin.headers,
+    )
+    assert started.status_code == 200, started.text
+    done = _wait(client, acme, body["id"])
+    assert (done["status"], done["inserted"], done["rejected"], done["percent"]) == (
+        "done",
+        2,
+        1,
+        100,
+    )
+    with db.read() as conn:
+        people = contacts.list_contacts(conn, acme.org.id)
+    assert {(c.phone_e164, c.state, tuple(c.tags)) for c in people} == {
+        ("+12015550123", "TX", ("fair",)),
+        ("+12015550124", "NY", ("fair",)),
+    }
+    csv = client.get(f"/api/v1/imports/{body['id']}/rejects.csv", headers=acme.admin.headers)
+    assert csv.status_code == 200
+    lines = csv.text.splitlines()
+    assert lines[0] == "line,reason,raw"
+    assert lines[1].startswith("3,invalid number: '12345' is too short")
+    listed = client.get("/api/v1/imports", headers=acme.admin.headers).json()
+    assert [i["id"] for i in listed] == [body["id"]]
+    again = client.post(f"/api/v1/imports/{body['id']}/cancel", headers=acme.admin.headers)
+    assert again.status_code == 409
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "the file is empty"),
+        (b"\x00\x01\x02binary\x00", "binary file"),
+        (b"phone|first\n2015550123|Ann\n", "single column"),
+        (b"phone,first\n2015550123," + b"z" * (10 * 1024 * 1024) + b"\n", "line 2 is longer"),
+    ],
+)
+def test_bad_files_get_422(
+    client: TestClient, db: Database, acme: Org, data: bytes, message: str
+) -> None:
+    response = _upload(client, acme, data)
+    assert response.status_code == 422
+    assert response.headers["content-type"].startswith("application/problem+json")
+    problem = response.json()
+    assert message in problem["detail"]
+    assert problem["field"] == "file"
+    assert client.get("/api/v1/imports", headers=acme.admin.headers).json() == []
+
+
+def test_agent_cannot_upload(client: TestClient, acme: Org) -> None:
+    response = client.post(
+        "/api/v1/imports",
+        files={"file": ("list.csv", GOOD, "text/csv")},
+        headers=acme.agent.headers,
+    )
+    assert response.status_code == 403
