@@ -1,4 +1,4 @@
-"""Contacts: list (keyset pages), create, read, replace, delete."""
+"""Contacts: list (keyset pages, filters), create, read, replace, patch, delete, tag, untag."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Query, Response, status
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from textdesk.services import contacts
 from textdesk.services.contacts import ContactInput
@@ -53,15 +53,45 @@ class ContactIn(BaseModel):
         return ContactInput(**self.model_dump())
 
 
+class ContactPatch(BaseModel):
+    """Only the attributes sent change; ``fields`` merges key by key (null removes a key)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    phone: str | None = Field(default=None, max_length=64)
+    first_name: str | None = Field(default=None, max_length=200)
+    last_name: str | None = Field(default=None, max_length=200)
+    email: str | None = Field(default=None, max_length=320)
+    zip: str | None = Field(default=None, max_length=16)
+    state: str | None = Field(default=None, max_length=8)
+    time_zone: str | None = Field(default=None, max_length=64)
+    external_id: str | None = Field(default=None, max_length=200)
+    fields: dict[str, Any] | None = None
+    tags: list[str] | None = Field(default=None, max_length=100)
+
+
+class TagsIn(BaseModel):
+    tags: list[str] = Field(min_length=1, max_length=100)
+
+
 @router.get("/contacts", response_model=ContactPage)
 def list_contacts(
     caller: ApiCaller,
     db: Db,
     after: int = Query(default=0, ge=0),
     limit: int = Query(default=100, ge=1, le=contacts.MAX_PAGE),
+    q: str | None = Query(default=None, max_length=200, description="search: name, e-mail, phone"),
+    tag: str | None = Query(default=None, max_length=64),
+    segment_id: int | None = Query(default=None, ge=1, description="a saved segment"),
+    query: str | None = Query(default=None, max_length=2000, description="a segment query"),
 ) -> Any:
     with db.read() as conn:
-        items = contacts.list_contacts(conn, caller.org_id, after_id=after, limit=limit)
+        where = contacts.filter_clause(
+            conn, caller.org_id, q=q, tag=tag, query=query, segment_id=segment_id
+        )
+        items = contacts.list_contacts(
+            conn, caller.org_id, after_id=after, limit=limit, where=where
+        )
     return {"items": items, "next_after": items[-1].id if len(items) == limit else None}
 
 
@@ -81,6 +111,24 @@ def replace_contact(
     contact_id: int, body: ContactIn, caller: ApiCaller, db: Db, origin: Origin
 ) -> Any:
     return contacts.update_contact(db, caller, contact_id, body.to_input(), request=origin)
+
+
+@router.patch("/contacts/{contact_id}", response_model=ContactOut)
+def patch_contact(
+    contact_id: int, body: ContactPatch, caller: ApiCaller, db: Db, origin: Origin
+) -> Any:
+    changes = body.model_dump(exclude_unset=True)
+    return contacts.patch_contact(db, caller, contact_id, changes, request=origin)
+
+
+@router.post("/contacts/{contact_id}/tags", response_model=ContactOut)
+def tag_contact(contact_id: int, body: TagsIn, caller: ApiCaller, db: Db, origin: Origin) -> Any:
+    return contacts.tag_contact(db, caller, contact_id, body.tags, request=origin)
+
+
+@router.delete("/contacts/{contact_id}/tags/{tag}", response_model=ContactOut)
+def untag_contact(contact_id: int, tag: str, caller: ApiCaller, db: Db, origin: Origin) -> Any:
+    return contacts.untag_contact(db, caller, contact_id, tag, request=origin)
 
 
 @router.delete("/contacts/{contact_id}", status_code=status.HTTP_204_NO_CONTENT)
