@@ -1,0 +1,169 @@
+"""The send screen over the API: take contacts, send to one contact per call, record survey
+answers. There is deliberately no call that sends to more than one contact."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Response, status
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from textdesk.services import p2p
+from textdesk.web.api.messages import MessageOut
+from textdesk.web.deps import ApiCaller, Config, Db
+from textdesk.web.problems import problem
+
+router = APIRouter(tags=["send screen"])
+
+_AGENT = Field(
+    default=None,
+    description="the agent this API key acts for (required with an API key: every campaign "
+    "message is sent by a person)",
+)
+
+
+class OfferOut(BaseModel):
+    contact_id: int
+    name: str
+    phone: str
+    body: str = Field(description="the personalized message")
+    encoding: str
+    segments: int
+    missing_fields: list[str] = Field(description="merge fields without a value (send refuses)")
+    assigned_until: datetime
+
+
+class BatchIn(BaseModel):
+    count: int | None = Field(
+        default=None, ge=1, description="contacts to hold (default and cap: the batch size)"
+    )
+    agent_id: int | None = _AGENT
+
+
+class BatchOut(BaseModel):
+    campaign_id: int
+    agent_id: int
+    contacts: list[OfferOut]
+    held_back: int = Field(description="passed over now: quiet hours where they are")
+    skipped: int = Field(description="taken out of the pool now: opted out, active elsewhere")
+
+
+class NextOut(BaseModel):
+    contact: OfferOut | None = Field(description="null: you hold no contact; ask for a batch")
+
+
+class SendIn(BaseModel):
+    contact_id: int
+    agent_id: int | None = _AGENT
+    step: str = Field(default=p2p.STEP_FIRST, description="the campaign step; one message each")
+    body: str | None = Field(
+        default=None, min_length=1, max_length=1600, description="default: the rendered script"
+    )
+
+
+class SendOut(BaseModel):
+    message: MessageOut
+    created: bool = Field(description="false: a repeat; this is the message the first call made")
+    contact_id: int
+    status: str = Field(description="the campaign contact: sent, or skipped if the gate blocked")
+
+
+class AnswerIn(BaseModel):
+    question_id: int
+    contact_id: int
+    option: str = Field(min_length=1, max_length=200, description="the option's label")
+
+
+class AnswerOut(BaseModel):
+    id: int
+    question_id: int
+    contact_id: int
+    campaign_id: int | None
+    answer: str
+    tags: list[str]
+    fields: dict[str, Any]
+
+
+def offer_out(offer: p2p.Offer) -> dict[str, Any]:
+    return {
+        "contact_id": offer.contact_id,
+        "name": offer.name,
+        "phone": offer.phone,
+        "body": offer.body,
+        "encoding": offer.encoding,
+        "segments": offer.segments,
+        "missing_fields": list(offer.missing_fields),
+        "assigned_until": offer.assigned_until,
+    }
+
+
+def refused(exc: p2p.Refused) -> JSONResponse:
+    """A refusal with its machine-readable ``reason`` beside the sentence."""
+    return problem(exc.status, exc.title, exc.message, field=exc.field, reason=exc.reason)
+
+
+@router.post(
+    "/campaigns/{campaign_id}/assignments",
+    response_model=BatchOut,
+    responses={409: {"description": "the campaign is not sending (problem with `reason`)"}},
+)
+def request_batch(campaign_id: int, body: BatchIn, caller: ApiCaller, db: Db) -> Any:
+    try:
+        batch = p2p.request_batch(db, caller, campaign_id, body.count, agent_id=body.agent_id)
+    except p2p.Refused as exc:
+        return refused(exc)
+    return {
+        "campaign_id": batch.campaign_id,
+        "agent_id": batch.agent_id,
+        "contacts": [offer_out(o) for o in batch.offers],
+        "held_back": batch.held_back,
+        "skipped": batch.skipped,
+    }
+
+
+@router.get("/campaigns/{campaign_id}/next", response_model=NextOut)
+def next_contact(campaign_id: int, caller: ApiCaller, db: Db, agent_id: int | None = None) -> Any:
+    offer = p2p.next_contact(db, caller, campaign_id, agent_id=agent_id)
+    return {"contact": offer_out(offer) if offer else None}
+
+
+@router.post(
+    "/campaigns/{campaign_id}/send",
+    response_model=SendOut,
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        200: {"description": "a repeat: the message the first call created"},
+        409: {"description": "refused (problem with `reason`): not assigned, opted out, ..."},
+    },
+)
+def send(
+    campaign_id: int, body: SendIn, caller: ApiCaller, db: Db, config: Config, response: Response
+) -> Any:
+    try:
+        sent = p2p.send(
+            db,
+            config,
+            caller,
+            campaign_id,
+            body.contact_id,
+            step=body.step,
+            body_override=body.body,
+            agent_id=body.agent_id,
+        )
+    except p2p.Refused as exc:
+        return refused(exc)
+    if not sent.created:
+        response.status_code = status.HTTP_200_OK
+    return {
+        "message": sent.message,
+        "created": sent.created,
+        "contact_id": sent.contact_id,
+        "status": sent.status,
+    }
+
+
+@router.post("/survey-answers", response_model=AnswerOut)
+def record_answer(body: AnswerIn, caller: ApiCaller, db: Db) -> Any:
+    return p2p.record_answer(db, caller, body.question_id, body.contact_id, body.option)
