@@ -212,11 +212,11 @@ def test_campaign_script_is_checked(client: TestClient, acme: Org) -> None:
     assert "first_name" in r.json()["detail"]
     r = client.post("/api/v1/campaigns", headers=h, json={"name": "x", "script": "Hi {first_name"})
     assert r.status_code == 422 and "position" in r.json()["detail"]
-    r = client.post(
-        "/api/v1/campaigns",
-        headers=h,
-        json={"name": "Spring", "script": "Hi {first_name|there}, {fields.tier}!"},
-    )
+    script = {"name": "Spring", "script": "Hi {first_name|there}, {fields.tier}!"}
+    r = client.post("/api/v1/campaigns", headers=h, json=script)
+    assert r.status_code == 422 and "fields.tier" in r.json()["detail"], "undefined custom field"
+    client.post("/api/v1/custom-fields", headers=h, json={"key": "tier", "type": "text"})
+    r = client.post("/api/v1/campaigns", headers=h, json=script)
     assert r.status_code == 201 and r.json()["status"] == "draft"
 
 
@@ -293,6 +293,7 @@ def test_consent_api(client: TestClient, acme: Org) -> None:
     assert client.get("/api/v1/consent-events.csv", headers=acme.agent.headers).status_code == 403
     audit = [e["action"] for e in client.get("/api/v1/audit-log", headers=h).json()]
     assert "consent.admin_opt_in" in audit and "consent.opt_out" in audit
+    assert "export.consent" in audit
 
 
 def test_why_not_sent_is_in_the_api(client: TestClient, acme: Org, db: Database) -> None:
@@ -382,3 +383,31 @@ def test_organization_settings(client: TestClient, acme: Org) -> None:
         "/api/v1/organization/settings", headers=acme.agent.headers, json={"daily_cap": 1}
     )
     assert r.status_code == 403
+
+
+def test_send_to_a_phone_number_creates_the_contact_once(client: TestClient, acme: Org) -> None:
+    h = acme.admin.headers
+    client.post(
+        "/api/v1/channels",
+        json={"provider": "simulator", "phone": "+12015550100"},
+        headers=h,
+    )
+    first = client.post(
+        "/api/v1/messages", json={"phone": "(201) 555-0188", "body": "Hello there"}, headers=h
+    )
+    assert first.status_code == 201, first.text
+    again = client.post(
+        "/api/v1/messages", json={"phone": "+1 201 555 0188", "body": "Second"}, headers=h
+    )
+    assert again.status_code == 201
+    assert first.json()["contact_id"] == again.json()["contact_id"]
+    contacts = client.get("/api/v1/contacts", headers=h).json()["items"]
+    assert [c["phone_e164"] for c in contacts] == ["+12015550188"]
+    bad = client.post("/api/v1/messages", json={"phone": "12", "body": "x"}, headers=h)
+    assert bad.status_code == 422 and bad.json()["field"] == "phone"
+    both = client.post(
+        "/api/v1/messages",
+        json={"phone": "+12015550188", "contact_id": 1, "body": "x"},
+        headers=h,
+    )
+    assert both.status_code == 422 and both.json()["field"] == "contact_id"

@@ -42,12 +42,14 @@ from textdesk.providers.base import (
     StatusReport,
     TemporaryFailure,
 )
-from textdesk.services import messaging
+from textdesk.services import messaging, p2p
 from textdesk.settings import Settings
 from textdesk.store.db import Database
 from textdesk.store.tables import channels, utcnow
 
 log = logging.getLogger(__name__)
+#: How often a worker returns timed-out P2P assignments to their campaign's pool.
+ASSIGNMENT_REAP_SECONDS = 30.0
 
 HOUSEKEEPING_SECONDS = 5.0
 FLUSH_SECONDS = 0.02
@@ -115,6 +117,7 @@ class Dispatcher:
         self.sent = 0
         self._reconciling: asyncio.Task[None] | None = None
         self._next_reconcile = 0.0
+        self._next_assignment_reap = 0.0
 
     @property
     def actor(self) -> str:
@@ -340,6 +343,13 @@ class Dispatcher:
             if requeued or lost:
                 log.warning("lease expired: %d re-queued, %d marked unknown", requeued, lost)
             await asyncio.to_thread(outbox.promote_and_expire, self.db, actor=self.actor)
+            if time.monotonic() >= self._next_assignment_reap:
+                # P2P campaigns: contacts an agent was handed but did not send go back to the
+                # pool once their assignment times out (request_batch also does it lazily).
+                self._next_assignment_reap = time.monotonic() + ASSIGNMENT_REAP_SECONDS
+                returned = await asyncio.to_thread(p2p.reap_expired, self.db)
+                if returned:
+                    log.info("%d timed-out campaign assignments returned to the pool", returned)
         except Exception:
             log.exception("outbox housekeeping failed")
 

@@ -422,16 +422,22 @@ def send_message(
     settings: Settings,
     principal: Principal,
     *,
-    contact_id: int,
+    contact_id: int | None = None,
+    phone: str | None = None,
     body: str,
     channel_id: int | None = None,
     purpose: str = compliance.Purpose.CONVERSATIONAL,
     idempotency_key: str | None = None,
 ) -> Queued:
-    """A one-to-one message from a person or an API key."""
+    """A one-to-one message from a person or an API key, to a contact (by id) or to a phone
+    number (the contact is found by its number, or created in the same transaction)."""
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
         raise Invalid("idempotency key must be 1 to 200 characters", field="idempotency_key")
+    if (contact_id is None) == (phone is None):
+        raise Invalid("give exactly one of contact_id and phone", field="contact_id")
     with db.write() as conn:
+        if contact_id is None:
+            contact_id = _contact_for_phone(conn, principal, phone or "")
         queued = queue_outbound(
             conn,
             settings,
@@ -447,6 +453,28 @@ def send_message(
     if queued.message.status == S.QUEUED:
         wakeup.notify()
     return queued
+
+
+def _contact_for_phone(conn: Connection, principal: Principal, phone: str) -> int:
+    from textdesk.services import contacts as contacts_service
+    from textdesk.services.accounts import get_organization
+
+    region = get_organization(conn, principal.org_id).default_region
+    try:
+        e164 = normalize(phone, region)
+    except PhoneError as exc:
+        raise Invalid(str(exc), field="phone") from exc
+    found = conn.execute(
+        sa.select(contacts.c.id).where(
+            contacts.c.org_id == principal.org_id, contacts.c.phone_e164 == e164
+        )
+    ).scalar()
+    if found is not None:
+        return int(found)
+    created = contacts_service.create_contact_in(
+        conn, principal, contacts_service.ContactInput(phone=e164)
+    )
+    return created.id
 
 
 def get_message(conn: Connection, org_id: int, message_id: int) -> Message:

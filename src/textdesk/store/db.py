@@ -85,6 +85,12 @@ class Database:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # The live-event bus hooks the engine's transaction events. It must happen before any
+        # thread uses the engine: SQLAlchemy's listener lists are not safe to extend while
+        # other threads dispatch on them (seen as "deque mutated during iteration").
+        from textdesk.services import events
+
+        events.install(engine)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Database:

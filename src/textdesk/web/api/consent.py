@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -12,7 +9,8 @@ from fastapi import APIRouter, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from textdesk.services import consent
+from textdesk.services import consent, exports
+from textdesk.web.api.exports import streamed
 from textdesk.web.deps import ApiCaller, Db, Origin
 
 router = APIRouter(tags=["consent"])
@@ -56,26 +54,6 @@ def opt_in(contact_id: int, body: OptInIn, caller: ApiCaller, db: Db, origin: Or
 
 
 @router.get("/consent-events.csv", response_class=StreamingResponse)
-def export(caller: ApiCaller, db: Db) -> StreamingResponse:
-    rows = consent.export_rows(db, caller)
-    first = next(rows, None)  # raises Forbidden before the response starts
-
-    def lines() -> Iterator[str]:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(consent.EXPORT_COLUMNS)
-        if first is not None:
-            writer.writerow(first)
-        for row in rows:
-            writer.writerow(row)
-            if buffer.tell() > 64_000:
-                yield buffer.getvalue()
-                buffer.seek(0)
-                buffer.truncate()
-        yield buffer.getvalue()
-
-    return StreamingResponse(
-        lines(),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": 'attachment; filename="consent-ledger.csv"'},
-    )
+def export(caller: ApiCaller, db: Db, origin: Origin) -> StreamingResponse:
+    """The whole ledger (admins), formula-guarded and audited like every export."""
+    return streamed(exports.export_consent(db, caller, request=origin))

@@ -57,7 +57,12 @@ class MessageDetail(MessageOut):
 
 
 class MessageIn(BaseModel):
-    contact_id: int
+    contact_id: int | None = Field(default=None, description="the contact; or give `phone`")
+    phone: str | None = Field(
+        default=None,
+        max_length=64,
+        description="a phone number in any format; its contact is created if there is none",
+    )
     body: str = Field(min_length=1, max_length=1600)
     channel_id: int | None = Field(default=None, description="default: the contact's sticky sender")
     purpose: Literal[Purpose.MARKETING, Purpose.INFORMATIONAL, Purpose.CONVERSATIONAL] = (
@@ -82,6 +87,7 @@ def send_message(
         config,
         caller,
         contact_id=body.contact_id,
+        phone=body.phone,
         body=body.body,
         channel_id=body.channel_id,
         purpose=body.purpose,
