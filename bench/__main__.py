@@ -6,7 +6,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from bench import callbacks, dispatch
+from bench import agents, callbacks, dispatch, imports, segments
 from bench.common import machine
 
 
@@ -19,7 +19,7 @@ def table(rows: list[dict[str, object]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("which", nargs="*", default=["dispatch", "callbacks"])
+    parser.add_argument("which", nargs="*", default=["dispatch", "callbacks", "agents", "segments"])
     args = parser.parse_args()
     print(f"Machine: {machine()}\n")
     with tempfile.TemporaryDirectory(prefix="textdesk-bench-") as tmp:
@@ -27,9 +27,18 @@ def main() -> None:
         if "dispatch" in args.which:
             print("## Dispatch throughput\n")
             print(table(dispatch.run(workdir)) + "\n", flush=True)
+        if "imports" in args.which:
+            print("## Import (1,000,000-row CSV)\n")
+            print(table(imports.run(workdir)) + "\n", flush=True)
         if "callbacks" in args.which:
             print("## Status-callback ingestion\n")
             print(table(callbacks.run(workdir)) + "\n", flush=True)
+        if "agents" in args.which:
+            print("## Send screen: simulated agents\n")
+            print(table(agents.run(workdir)) + "\n", flush=True)
+        if "segments" in args.which:
+            print("## Segment counts\n")
+            print(table(segments.run(workdir)) + "\n", flush=True)
 
 
 if __name__ == "__main__":

@@ -19,16 +19,20 @@ from tests.conftest import Org
 from textdesk.services import (
     accounts,
     auth,
+    campaign_survey,
     campaigns,
     channels,
     contacts,
     custom_fields,
     messaging,
     org_settings,
+    segments,
 )
 from textdesk.services.contacts import ContactInput
 from textdesk.settings import Settings
 from textdesk.store.db import Database
+from textdesk.store.tables import import_rejects, utcnow
+from textdesk.store.tables import imports as imports_table
 
 
 @dataclass
@@ -40,6 +44,13 @@ class Objects:
     campaign_id: int
     message_id: int
     field_key: str = "acme_only"
+    question_id: int = 0
+    response_id: int = 0
+    tag: str = "secret-tag"
+    conversation_id: int = 0
+    canned_id: int = 0
+    import_id: int = 0
+    segment_id: int = 0
 
 
 def _acme_objects(db: Database, acme: Org, settings: Settings) -> Objects:
@@ -48,7 +59,7 @@ def _acme_objects(db: Database, acme: Org, settings: Settings) -> Objects:
         db, admin, name="Main", provider="simulator", phone="+12015550100"
     )
     contact = contacts.create_contact(
-        db, admin, ContactInput(phone="+12015550123", first_name="Secret")
+        db, admin, ContactInput(phone="+12015550123", first_name="Secret", tags=["secret-tag"])
     )
     campaign = campaigns.create_campaign(db, admin, name="Acme spring", script="Hi {first_name}")
     key_id = auth.list_api_keys(db, admin)[0].id
@@ -56,7 +67,39 @@ def _acme_objects(db: Database, acme: Org, settings: Settings) -> Objects:
     message = messaging.send_message(
         db, settings, admin, contact_id=contact.id, body="Secret message"
     ).message
-    return Objects(acme.agent.user.id, key_id, channel.id, contact.id, campaign.id, message.id)
+    objs = Objects(acme.agent.user.id, key_id, channel.id, contact.id, campaign.id, message.id)
+    objs.question_id = campaign_survey.add_question(
+        db, admin, campaign.id, prompt="Secret?", options=[{"label": "Yes"}, {"label": "No"}]
+    ).id
+    objs.response_id = campaign_survey.add_canned(
+        db, admin, campaign.id, title="Secret", body="Secret answer"
+    ).id
+    assert message.conversation_id is not None
+    objs.conversation_id = message.conversation_id
+    objs.canned_id = objs.response_id
+    with db.write() as conn:  # an import row is enough: the file plays no part in tenancy
+        objs.import_id = conn.execute(
+            imports_table.insert()
+            .values(
+                org_id=acme.org.id,
+                filename="secret.csv",
+                path="/nonexistent/secret.csv",
+                status="uploaded",
+                options={"header": ["phone"], "preview": [["+12015550123"]]},
+                mapping={"phone": "phone"},
+                created_at=utcnow(),
+            )
+            .returning(imports_table.c.id)
+        ).scalar_one()
+        conn.execute(
+            import_rejects.insert().values(
+                import_id=objs.import_id, line=2, reason="Secret", raw="+12015550123"
+            )
+        )
+    objs.segment_id = segments.create_segment(
+        db, admin, name="Secret segment", query="tag:secret-tag"
+    ).id
+    return objs
 
 
 @dataclass(frozen=True)
@@ -66,6 +109,10 @@ class Case:
     body: Callable[[Objects], dict[str, Any]] | None = None
     # For collection endpoints: Acme strings that must never appear in Globex's answer.
     collection: bool = False
+    # Query parameters (a search for Acme's words must find nothing of Acme's).
+    params: dict[str, str] | None = None
+    # Multipart uploads: sent instead of a JSON body.
+    files: dict[str, Any] | None = None
 
 
 CONTACT_BODY = {"phone": "+12015550177", "first_name": "X"}
@@ -108,7 +155,42 @@ CASES: dict[tuple[str, str], Case] = {
         Case("PUT", "/api/v1/contacts/{contact_id}", body=lambda o: dict(CONTACT_BODY)),
         Case("DELETE", "/api/v1/contacts/{contact_id}"),
         Case("GET", "/api/v1/contacts/{contact_id}/consent"),
+        Case("PATCH", "/api/v1/contacts/{contact_id}", body=lambda o: {"first_name": "X"}),
+        Case("POST", "/api/v1/contacts/{contact_id}/tags", body=lambda o: {"tags": ["x"]}),
+        Case("DELETE", "/api/v1/contacts/{contact_id}/tags/{tag}"),
+        Case("GET", "/api/v1/search/contacts", collection=True, params={"q": "Secret"}),
+        Case("GET", "/api/v1/search/messages", collection=True, params={"q": "Secret"}),
+        Case("GET", "/api/v1/exports/contacts.csv", collection=True),
+        Case("GET", "/api/v1/imports", collection=True),
+        Case(
+            "POST",
+            "/api/v1/imports",
+            collection=True,
+            files={"file": ("globex.csv", b"phone,first\n2015550199,Gus\n", "text/csv")},
+        ),
+        Case("GET", "/api/v1/imports/{import_id}"),
+        Case("POST", "/api/v1/imports/{import_id}/start", body=lambda o: {"policy": "fill"}),
+        Case("POST", "/api/v1/imports/{import_id}/cancel"),
+        Case("GET", "/api/v1/imports/{import_id}/rejects.csv"),
+        Case("GET", "/api/v1/exports/messages.csv", collection=True),
         Case("GET", "/api/v1/custom-fields", collection=True),
+        Case("GET", "/api/v1/segments", collection=True),
+        Case(
+            "POST",
+            "/api/v1/segments",
+            collection=True,
+            body=lambda o: {"name": "Globex VIPs", "query": "tag:secret-tag"},
+        ),
+        Case(
+            "POST",
+            "/api/v1/segments/preview",
+            collection=True,
+            body=lambda o: {"query": "tag:secret-tag OR has first_name"},
+        ),
+        Case("GET", "/api/v1/segments/{segment_id}"),
+        Case("PATCH", "/api/v1/segments/{segment_id}", body=lambda o: {"name": "Stolen"}),
+        Case("DELETE", "/api/v1/segments/{segment_id}"),
+        Case("GET", "/api/v1/segments/{segment_id}/contacts"),
         Case(
             "POST",
             "/api/v1/custom-fields",
@@ -125,6 +207,39 @@ CASES: dict[tuple[str, str], Case] = {
         Case("GET", "/api/v1/consent-events.csv", collection=True),
         Case("GET", "/api/v1/messages", collection=True),
         Case("POST", "/api/v1/messages", body=lambda o: {"contact_id": o.contact_id, "body": "x"}),
+        Case("GET", "/api/v1/conversations", collection=True),
+        Case("GET", "/api/v1/conversations/{conversation_id}"),
+        Case(
+            "POST", "/api/v1/conversations/{conversation_id}/messages", body=lambda o: {"body": "x"}
+        ),
+        Case(
+            "POST",
+            "/api/v1/conversations/{conversation_id}/assign",
+            body=lambda o: {"assignee_id": None},
+        ),
+        Case("POST", "/api/v1/conversations/{conversation_id}/close"),
+        Case("POST", "/api/v1/conversations/{conversation_id}/reopen"),
+        Case("POST", "/api/v1/conversations/{conversation_id}/read"),
+        Case("POST", "/api/v1/conversations/{conversation_id}/notes", body=lambda o: {"body": "x"}),
+        Case(
+            "POST",
+            "/api/v1/conversations/{conversation_id}/review",
+            body=lambda o: {"action": "confirm"},
+        ),
+        Case("GET", "/api/v1/canned-responses", collection=True),
+        Case(
+            "POST",
+            "/api/v1/canned-responses",
+            collection=True,
+            body=lambda o: {"title": "Globex hours", "body": "9 to 5"},
+        ),
+        Case("GET", "/api/v1/canned-responses/{canned_id}"),
+        Case(
+            "PUT",
+            "/api/v1/canned-responses/{canned_id}",
+            body=lambda o: {"title": "Hijacked", "body": "x"},
+        ),
+        Case("DELETE", "/api/v1/canned-responses/{canned_id}"),
         Case("GET", "/api/v1/messages/{message_id}"),
         Case("GET", "/api/v1/campaigns", collection=True),
         Case(
@@ -134,6 +249,60 @@ CASES: dict[tuple[str, str], Case] = {
             body=lambda o: {"name": "c", "script": "Hello"},
         ),
         Case("GET", "/api/v1/campaigns/{campaign_id}"),
+        Case("PATCH", "/api/v1/campaigns/{campaign_id}", body=lambda o: {"name": "hijacked"}),
+        Case("DELETE", "/api/v1/campaigns/{campaign_id}"),
+        Case("POST", "/api/v1/campaigns/{campaign_id}/start"),
+        Case("POST", "/api/v1/campaigns/{campaign_id}/pause"),
+        Case("POST", "/api/v1/campaigns/{campaign_id}/resume"),
+        Case("POST", "/api/v1/campaigns/{campaign_id}/archive"),
+        Case("GET", "/api/v1/campaigns/{campaign_id}/agents"),
+        Case("PUT", "/api/v1/campaigns/{campaign_id}/agents", body=lambda o: {"user_ids": []}),
+        Case("GET", "/api/v1/campaigns/{campaign_id}/questions"),
+        Case(
+            "POST",
+            "/api/v1/campaigns/{campaign_id}/questions",
+            body=lambda o: {"prompt": "?", "options": [{"label": "a"}, {"label": "b"}]},
+        ),
+        Case(
+            "PATCH",
+            "/api/v1/campaigns/{campaign_id}/questions/{question_id}",
+            body=lambda o: {"prompt": "x"},
+        ),
+        Case("DELETE", "/api/v1/campaigns/{campaign_id}/questions/{question_id}"),
+        Case("GET", "/api/v1/campaigns/{campaign_id}/canned-responses"),
+        Case(
+            "POST",
+            "/api/v1/campaigns/{campaign_id}/canned-responses",
+            body=lambda o: {"title": "t", "body": "b"},
+        ),
+        Case(
+            "PATCH",
+            "/api/v1/campaigns/{campaign_id}/canned-responses/{response_id}",
+            body=lambda o: {"title": "x"},
+        ),
+        Case("DELETE", "/api/v1/campaigns/{campaign_id}/canned-responses/{response_id}"),
+        Case("POST", "/api/v1/campaigns/{campaign_id}/preview", body=lambda o: {}),
+        Case("GET", "/api/v1/campaigns/{campaign_id}/progress"),
+        Case(
+            "POST",
+            "/api/v1/campaigns/{campaign_id}/assignments",
+            body=lambda o: {"count": 5, "agent_id": o.user_id},
+        ),
+        Case("GET", "/api/v1/campaigns/{campaign_id}/next", params={"agent_id": "1"}),
+        Case(
+            "POST",
+            "/api/v1/campaigns/{campaign_id}/send",
+            body=lambda o: {"contact_id": o.contact_id, "agent_id": o.user_id},
+        ),
+        Case(
+            "POST",
+            "/api/v1/survey-answers",
+            body=lambda o: {
+                "question_id": o.question_id,
+                "contact_id": o.contact_id,
+                "option": "Yes",
+            },
+        ),
         Case(
             "POST",
             "/api/v1/templates/preview",
@@ -168,7 +337,14 @@ def test_outsider_cannot_reach_acme(
     objs = _acme_objects(db, acme, settings)
     path = case.path.format(**vars(objs))
     body = case.body(objs) if case.body else None
-    response = client.request(case.method, path, json=body, headers=globex.admin.headers)
+    response = client.request(
+        case.method,
+        path,
+        json=body if case.files is None else None,
+        files=case.files,
+        params=case.params,
+        headers=globex.admin.headers,
+    )
     if case.collection:
         assert response.status_code < 400 or response.status_code == 409, response.text
         text = response.text
@@ -187,6 +363,7 @@ def test_outsider_cannot_reach_acme(
     with db.read() as conn:
         assert contacts.get_contact(conn, acme.org.id, objs.contact_id).first_name == "Secret"
         assert not contacts.get_contact(conn, acme.org.id, objs.contact_id).opted_out
+        assert contacts.get_contact(conn, acme.org.id, objs.contact_id).tags == ["secret-tag"]
         assert channels.get_channel(conn, acme.org.id, objs.channel_id).is_active
     with db.read() as conn:
         assert accounts.get_user(conn, acme.org.id, objs.user_id).is_active
@@ -194,3 +371,4 @@ def test_outsider_cannot_reach_acme(
     with db.read() as conn:
         assert org_settings.load(conn, acme.org.id).help_text is None
         assert "acme_only" in custom_fields.field_types(conn, acme.org.id)
+        assert segments.get_segment(conn, acme.org.id, objs.segment_id).name == "Secret segment"

@@ -16,9 +16,22 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from textdesk import __version__
 from textdesk.delivery.worker import EmbeddedWorker
 from textdesk.providers.simulator.config import SimulatorConfig
+from textdesk.services import events as live_events
+from textdesk.services import imports
 from textdesk.settings import Settings
 from textdesk.store.db import Database
-from textdesk.web import api, problems, ui, webhooks
+from textdesk.web import (
+    api,
+    problems,
+    ui,
+    ui_campaigns,
+    ui_contacts,
+    ui_imports,
+    ui_inbox,
+    ui_segments,
+    ui_send,
+    webhooks,
+)
 from textdesk.web.batching import StatusBatcher
 
 STATIC = Path(__file__).parent / "static"
@@ -71,14 +84,26 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.http = httpx.AsyncClient(timeout=settings.provider_timeout_seconds)
         app.state.status_batcher = StatusBatcher(database)
+        # Live events: after-commit hooks on this engine; other processes' events via LISTEN.
+        live_events.install(database.engine)
+        event_listener = live_events.listener_for(settings.database_url)
+        if event_listener is not None:
+            event_listener.start()
         worker = EmbeddedWorker(settings, database) if settings.embedded_worker else None
         if worker is not None:
             worker.start()
+        # CSV imports run in a thread; with the embedded worker it also resumes crashed ones.
+        app.state.import_runner = imports.ImportRunner(database)
+        if settings.embedded_worker:
+            app.state.import_runner.start()
         try:
             yield
         finally:
             if worker is not None:
                 await worker.stop()
+            app.state.import_runner.stop()
+            if event_listener is not None:
+                event_listener.stop()
             await app.state.status_batcher.aclose()
             await app.state.http.aclose()
             if carrier is not None:
@@ -123,6 +148,12 @@ def create_app(
     app.include_router(api.router())
     app.include_router(webhooks.router)
     app.include_router(ui.router)
+    app.include_router(ui_imports.router)
+    app.include_router(ui_contacts.router)
+    app.include_router(ui_segments.router)
+    app.include_router(ui_inbox.router)
+    app.include_router(ui_send.router)
+    app.include_router(ui_campaigns.router)
     carrier = None
     if settings.simulator_enabled:
         from textdesk.providers.simulator.carrier import create_carrier_app

@@ -7,13 +7,20 @@ from fastapi import APIRouter
 from textdesk.web.api import (
     accounts,
     campaigns,
+    canned,
     channels,
     consent,
     contacts,
+    conversations,
     custom_fields,
+    exports,
+    imports,
     messages,
     organization,
+    p2p,
     preview,
+    search,
+    segments,
 )
 
 
@@ -25,10 +32,17 @@ def router() -> APIRouter:
         channels,
         contacts,
         custom_fields,
+        imports,
         consent,
         messages,
+        conversations,
+        canned,
         campaigns,
+        p2p,
         preview,
+        search,
+        segments,
+        exports,
     ):
         api.include_router(module.router)
     return api
