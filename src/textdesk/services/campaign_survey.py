@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from textdesk.domain.roles import Role
-from textdesk.services import audit
+from textdesk.services import audit, canned
 from textdesk.services.audit import RequestInfo
 from textdesk.services.auth import Principal
-from textdesk.services.campaigns import ARCHIVED, get_campaign, validate_script
+from textdesk.services.campaigns import ARCHIVED, get_campaign
+from textdesk.services.canned import CannedResponse
 from textdesk.services.errors import Conflict, Invalid, NotFound
 from textdesk.store.db import Database
 from textdesk.store.tables import canned_responses, survey_answers, survey_questions, utcnow
@@ -43,21 +43,6 @@ class Question:
 
     @classmethod
     def from_row(cls, row: Any) -> Question:
-        m = row._mapping
-        return cls(**{f: m[f] for f in cls.__dataclass_fields__})
-
-
-@dataclass(frozen=True)
-class CannedResponse:
-    id: int
-    campaign_id: int | None
-    title: str
-    body: str
-    created_at: datetime
-    updated_at: datetime
-
-    @classmethod
-    def from_row(cls, row: Any) -> CannedResponse:
         m = row._mapping
         return cls(**{f: m[f] for f in cls.__dataclass_fields__})
 
@@ -297,18 +282,6 @@ def _canned(conn: Connection, org_id: int, campaign_id: int, response_id: int) -
     return CannedResponse.from_row(row)
 
 
-def _canned_values(conn: Connection, org_id: int, title: str, body: str) -> dict[str, str]:
-    title = title.strip()
-    if not title:
-        raise Invalid("a canned response needs a title", field="title")
-    if len(title) > 200:
-        raise Invalid("title is longer than 200 characters", field="title")
-    if not body.strip():
-        raise Invalid("the canned response is empty", field="body")
-    validate_script(conn, org_id, body, where="body")
-    return {"title": title, "body": body}
-
-
 def add_canned(
     db: Database,
     principal: Principal,
@@ -320,30 +293,9 @@ def add_canned(
 ) -> CannedResponse:
     with db.write() as conn:
         _editable(conn, principal, campaign_id)
-        values = _canned_values(conn, principal.org_id, title, body)
-        now = utcnow()
-        response_id = conn.execute(
-            canned_responses.insert()
-            .values(
-                org_id=principal.org_id,
-                campaign_id=campaign_id,
-                created_by=principal.user_id,
-                created_at=now,
-                updated_at=now,
-                **values,
-            )
-            .returning(canned_responses.c.id)
-        ).scalar_one()
-        audit.record(
-            conn,
-            org_id=principal.org_id,
-            actor=principal.actor,
-            action="campaign.canned.add",
-            target=f"campaign:{campaign_id}",
-            request=request,
-            detail={"canned_response_id": response_id},
-        )
-        return _canned(conn, principal.org_id, campaign_id, response_id)
+        created = canned.insert(conn, principal, title=title, body=body, campaign_id=campaign_id)
+        _audit_canned(conn, principal, "campaign.canned.add", campaign_id, created.id, request)
+        return created
 
 
 def update_canned(
@@ -358,18 +310,14 @@ def update_canned(
     with db.write() as conn:
         _editable(conn, principal, campaign_id)
         current = _canned(conn, principal.org_id, campaign_id, response_id)
-        values = _canned_values(
+        return canned.change(
             conn,
-            principal.org_id,
-            current.title if title is None else title,
-            current.body if body is None else body,
+            principal,
+            response_id,
+            title=current.title if title is None else title,
+            body=current.body if body is None else body,
+            campaign_id=campaign_id,
         )
-        conn.execute(
-            sa.update(canned_responses)
-            .where(canned_responses.c.id == response_id)
-            .values(updated_at=utcnow(), **values)
-        )
-        return _canned(conn, principal.org_id, campaign_id, response_id)
 
 
 def delete_canned(
@@ -383,13 +331,24 @@ def delete_canned(
     with db.write() as conn:
         _editable(conn, principal, campaign_id)
         _canned(conn, principal.org_id, campaign_id, response_id)
-        conn.execute(sa.delete(canned_responses).where(canned_responses.c.id == response_id))
-        audit.record(
-            conn,
-            org_id=principal.org_id,
-            actor=principal.actor,
-            action="campaign.canned.delete",
-            target=f"campaign:{campaign_id}",
-            request=request,
-            detail={"canned_response_id": response_id},
-        )
+        canned.remove(conn, principal, response_id)
+        _audit_canned(conn, principal, "campaign.canned.delete", campaign_id, response_id, request)
+
+
+def _audit_canned(
+    conn: Connection,
+    principal: Principal,
+    action: str,
+    campaign_id: int,
+    response_id: int,
+    request: RequestInfo | None,
+) -> None:
+    audit.record(
+        conn,
+        org_id=principal.org_id,
+        actor=principal.actor,
+        action=action,
+        target=f"campaign:{campaign_id}",
+        request=request,
+        detail={"canned_response_id": response_id},
+    )

@@ -15,14 +15,14 @@ from sqlalchemy.engine import Connection
 
 from textdesk.domain.encoding import MAX_BODY_CHARS
 from textdesk.domain.roles import Role
-from textdesk.domain.templates import Preview, TemplateError, parse_template, preview
+from textdesk.domain.templates import Preview, preview
 from textdesk.services import audit
 from textdesk.services.audit import RequestInfo
 from textdesk.services.auth import Principal
 from textdesk.services.contacts import get_contact
-from textdesk.services.errors import Invalid, NotFound
+from textdesk.services.errors import Conflict, Invalid, NotFound
 from textdesk.store.db import Database
-from textdesk.store.tables import campaigns, canned_responses, utcnow
+from textdesk.store.tables import canned_responses, utcnow
 
 MAX_TITLE = 200
 
@@ -45,6 +45,10 @@ class CannedResponse:
 
 
 def _validate(conn: Connection, org_id: int, title: str, body: str, campaign_id: int | None) -> str:
+    """The clean title; errors name the field. Bodies are checked like campaign scripts: merge
+    fields must be built-ins or the org's custom fields (a typo fails here, not at send)."""
+    from textdesk.services.campaigns import ARCHIVED, get_campaign, validate_script
+
     title = title.strip()
     if not title:
         raise Invalid("the title is empty", field="title")
@@ -58,19 +62,75 @@ def _validate(conn: Connection, org_id: int, title: str, body: str, campaign_id:
         raise Invalid(
             f"the body is {len(body)} characters; the limit is {MAX_BODY_CHARS}", field="body"
         )
-    try:
-        parse_template(body)
-    except TemplateError as exc:
-        raise Invalid(str(exc), field="body") from exc
+    validate_script(conn, org_id, body, where="body")
     if campaign_id is not None:
-        found = conn.execute(
-            sa.select(campaigns.c.id).where(
-                campaigns.c.id == campaign_id, campaigns.c.org_id == org_id
-            )
-        ).first()
-        if found is None:
-            raise Invalid(f"campaign {campaign_id} not found", field="campaign_id")
+        try:
+            campaign = get_campaign(conn, org_id, campaign_id)
+        except NotFound:
+            raise Invalid(f"campaign {campaign_id} not found", field="campaign_id") from None
+        if campaign.status == ARCHIVED:
+            raise Conflict("an archived campaign cannot change", field="campaign_id")
     return title
+
+
+def insert(
+    conn: Connection,
+    principal: Principal,
+    *,
+    title: str,
+    body: str,
+    campaign_id: int | None = None,
+) -> CannedResponse:
+    """Validate and store one response in the caller's transaction (no audit row)."""
+    principal.require(Role.ADMIN)
+    clean = _validate(conn, principal.org_id, title, body, campaign_id)
+    now = utcnow()
+    row = conn.execute(
+        canned_responses.insert()
+        .values(
+            org_id=principal.org_id,
+            campaign_id=campaign_id,
+            title=clean,
+            body=body,
+            created_by=principal.user_id,
+            created_at=now,
+            updated_at=now,
+        )
+        .returning(*canned_responses.c)
+    ).one()
+    return CannedResponse.from_row(row)
+
+
+def change(
+    conn: Connection,
+    principal: Principal,
+    canned_id: int,
+    *,
+    title: str,
+    body: str,
+    campaign_id: int | None,
+) -> CannedResponse:
+    """Validate and update one response in the caller's transaction (no audit row)."""
+    principal.require(Role.ADMIN)
+    get(conn, principal.org_id, canned_id)
+    clean = _validate(conn, principal.org_id, title, body, campaign_id)
+    row = conn.execute(
+        sa.update(canned_responses)
+        .where(canned_responses.c.id == canned_id, canned_responses.c.org_id == principal.org_id)
+        .values(title=clean, body=body, campaign_id=campaign_id, updated_at=utcnow())
+        .returning(*canned_responses.c)
+    ).one()
+    return CannedResponse.from_row(row)
+
+
+def remove(conn: Connection, principal: Principal, canned_id: int) -> None:
+    principal.require(Role.ADMIN)
+    get(conn, principal.org_id, canned_id)
+    conn.execute(
+        sa.delete(canned_responses).where(
+            canned_responses.c.id == canned_id, canned_responses.c.org_id == principal.org_id
+        )
+    )
 
 
 def create(
@@ -82,32 +142,27 @@ def create(
     campaign_id: int | None = None,
     request: RequestInfo | None = None,
 ) -> CannedResponse:
-    principal.require(Role.ADMIN)
-    now = utcnow()
     with db.write() as conn:
-        clean = _validate(conn, principal.org_id, title, body, campaign_id)
-        row = conn.execute(
-            canned_responses.insert()
-            .values(
-                org_id=principal.org_id,
-                campaign_id=campaign_id,
-                title=clean,
-                body=body,
-                created_by=principal.user_id,
-                created_at=now,
-                updated_at=now,
-            )
-            .returning(*canned_responses.c)
-        ).one()
-        audit.record(
-            conn,
-            org_id=principal.org_id,
-            actor=principal.actor,
-            action="canned.create",
-            target=f"canned:{row.id}",
-            request=request,
-        )
-    return CannedResponse.from_row(row)
+        created = insert(conn, principal, title=title, body=body, campaign_id=campaign_id)
+        _audit(conn, principal, "canned.create", created.id, request)
+    return created
+
+
+def _audit(
+    conn: Connection,
+    principal: Principal,
+    action: str,
+    canned_id: int,
+    request: RequestInfo | None,
+) -> None:
+    audit.record(
+        conn,
+        org_id=principal.org_id,
+        actor=principal.actor,
+        action=action,
+        target=f"canned:{canned_id}",
+        request=request,
+    )
 
 
 def get(conn: Connection, org_id: int, canned_id: int) -> CannedResponse:
@@ -131,48 +186,20 @@ def update(
     campaign_id: int | None = None,
     request: RequestInfo | None = None,
 ) -> CannedResponse:
-    principal.require(Role.ADMIN)
     with db.write() as conn:
-        get(conn, principal.org_id, canned_id)
-        clean = _validate(conn, principal.org_id, title, body, campaign_id)
-        row = conn.execute(
-            sa.update(canned_responses)
-            .where(
-                canned_responses.c.id == canned_id, canned_responses.c.org_id == principal.org_id
-            )
-            .values(title=clean, body=body, campaign_id=campaign_id, updated_at=utcnow())
-            .returning(*canned_responses.c)
-        ).one()
-        audit.record(
-            conn,
-            org_id=principal.org_id,
-            actor=principal.actor,
-            action="canned.update",
-            target=f"canned:{canned_id}",
-            request=request,
+        updated = change(
+            conn, principal, canned_id, title=title, body=body, campaign_id=campaign_id
         )
-    return CannedResponse.from_row(row)
+        _audit(conn, principal, "canned.update", canned_id, request)
+    return updated
 
 
 def delete(
     db: Database, principal: Principal, canned_id: int, *, request: RequestInfo | None = None
 ) -> None:
-    principal.require(Role.ADMIN)
     with db.write() as conn:
-        get(conn, principal.org_id, canned_id)
-        conn.execute(
-            sa.delete(canned_responses).where(
-                canned_responses.c.id == canned_id, canned_responses.c.org_id == principal.org_id
-            )
-        )
-        audit.record(
-            conn,
-            org_id=principal.org_id,
-            actor=principal.actor,
-            action="canned.delete",
-            target=f"canned:{canned_id}",
-            request=request,
-        )
+        remove(conn, principal, canned_id)
+        _audit(conn, principal, "canned.delete", canned_id, request)
 
 
 def _escape_like(text: str) -> str:
