@@ -16,7 +16,15 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 
-from textdesk.services import accounts, canned, channels, conversations, events
+from textdesk.services import (
+    accounts,
+    canned,
+    channels,
+    consent,
+    conversation_survey,
+    conversations,
+    events,
+)
 from textdesk.services.auth import Principal
 from textdesk.services.conversations import Filters
 from textdesk.services.errors import ServiceError
@@ -73,11 +81,44 @@ def _list_context(db: Db, viewer: Principal, request: Request) -> dict[str, Any]
     }
 
 
+#: How the thread's opt-out banner says where an opt-out came from (consent ledger sources).
+OPT_OUT_SOURCES = {
+    "keyword": "replied",
+    "free_text": "wrote",
+    "agent": "an agent recorded it",
+    "provider": "the carrier reported it",
+    "import": "an import marked it",
+    "api": "the API recorded it",
+    "web_form": "a web form recorded it",
+}
+
+
+def _opt_out_event(conn: Any, org_id: int, contact_id: int) -> consent.ConsentEvent | None:
+    """The ledger entry that opted the contact out (the latest one)."""
+    return next(
+        (e for e in reversed(consent.history(conn, org_id, contact_id)) if e.kind == "opt_out"),
+        None,
+    )
+
+
 def _thread_context(db: Db, viewer: Principal, conversation_id: int) -> dict[str, Any]:
     with db.read() as conn:
         t = conversations.thread(conn, viewer.org_id, conversation_id)
         team = accounts.list_users(conn, viewer.org_id)
-    return {"thread": t, "team": [u for u in team if u.is_active], "send_key": uuid.uuid4().hex}
+        survey = conversation_survey.for_conversation(conn, viewer.org_id, t.conversation)
+        opt_out = (
+            _opt_out_event(conn, viewer.org_id, t.conversation.contact_id)
+            if t.conversation.opted_out
+            else None
+        )
+    return {
+        "thread": t,
+        "team": [u for u in team if u.is_active],
+        "send_key": uuid.uuid4().hex,
+        "survey": survey,
+        "opt_out": opt_out,
+        "opt_out_sources": OPT_OUT_SOURCES,
+    }
 
 
 @router.get("/inbox", response_class=HTMLResponse)
@@ -269,6 +310,31 @@ def review(
         actor,
         conversation_id,
         lambda: conversations.review(db, config, actor, conversation_id, action, request=origin),
+    )
+
+
+@router.post("/inbox/c/{conversation_id}/survey", response_class=HTMLResponse)
+def survey_answer(
+    request: Request,
+    conversation_id: int,
+    db: Db,
+    actor: Actor,
+    question_id: Annotated[str, Form()] = "",
+    option: Annotated[str, Form()] = "",
+) -> Response:
+    """One option of a survey question picked in the thread (applies its tag / field)."""
+    if not question_id.isdigit():
+        return _thread(
+            request, db, actor, conversation_id, error="question_id: pick a survey question"
+        )
+    return _act(
+        request,
+        db,
+        actor,
+        conversation_id,
+        lambda: conversation_survey.answer(
+            db, actor, conversation_id, int(question_id), option[:200]
+        ),
     )
 
 

@@ -59,12 +59,13 @@
   }
 
   // Parts of the thread a live refresh may replace while the agent is typing somewhere in it.
-  var LIVE_PARTS = ["thread-head", "review-box", "messages", "notes-list"];
+  var LIVE_PARTS = ["thread-head", "review-box", "consent-state", "messages", "survey", "notes-list"];
 
   function busy() {
     var pane = document.getElementById("thread");
     if (!pane) return false;
-    if (pane.contains(document.activeElement) && typing(document.activeElement)) return true;
+    // Typing, or a control reached with the keyboard (a survey option, an action): keep it.
+    if (pane.contains(document.activeElement) && document.activeElement !== pane) return true;
     return Array.prototype.some.call(pane.querySelectorAll("input[type=text], input:not([type]), textarea"),
       function (el) { return el.value; });
   }
@@ -87,8 +88,14 @@
           LIVE_PARTS.forEach(function (part) {
             var fresh = doc.getElementById(part);
             var old = document.getElementById(part);
-            if (fresh && old) old.replaceWith(fresh);
+            // The part holding the focus stays as it is (the next refresh brings it up to date).
+            if (fresh && old && !old.contains(document.activeElement)) old.replaceWith(fresh);
           });
+          // The contact opted out while the agent was typing: what they typed cannot be sent.
+          var freshComposer = doc.getElementById("composer");
+          var oldComposer = document.getElementById("composer");
+          if (freshComposer && oldComposer && freshComposer.hasAttribute("data-blocked") !==
+              oldComposer.hasAttribute("data-blocked")) oldComposer.replaceWith(freshComposer);
           scrollThread();
           if (window.htmx) htmx.process(document.getElementById("thread"));
         });
@@ -250,13 +257,20 @@
     else if (e.key === "Escape") { toggleHelp(false); }
     else if (e.key === "/") {
       var box = document.getElementById("composer-body");
-      if (box) { e.preventDefault(); box.focus(); box.value = "/"; searchCanned(box); updateCounter(); }
+      if (box && !box.disabled) {
+        e.preventDefault(); box.focus(); box.value = "/"; searchCanned(box); updateCounter();
+      }
     } else if (e.key === "c") {
       var close = document.getElementById("close-form");
       if (close) { htmx.trigger(close, "submit"); e.preventDefault(); }
     } else if (e.key === "t") {
       var tag = document.getElementById("tag-input");
       if (tag) { tag.focus(); e.preventDefault(); }
+    } else if (e.key === "a") {
+      // The survey: the first option of the first unanswered question (else of the first).
+      var option = document.querySelector("#survey .survey-q.unanswered .survey-option") ||
+        document.querySelector("#survey .survey-option");
+      if (option) { option.focus(); e.preventDefault(); }
     }
   });
 
