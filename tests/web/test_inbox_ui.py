@@ -109,7 +109,17 @@ def test_canned_picker_and_preview(
         data={"body": "Hi {first_name} ❤"},
         headers={"X-CSRF-Token": _token(client)},
     ).json()
+    codes = {f["code"] for f in shown.pop("findings")}
+    assert "content.ucs2" in codes, "an emoji makes it UCS-2: the composer warns"
     assert shown == {"text": "Hi  ❤", "encoding": "UCS-2", "segments": 1, "missing": ["first_name"]}
+    shortened = client.post(
+        f"/inbox/c/{cid}/preview",
+        data={"body": "See https://bit.ly/3xYz for the form"},
+        headers={"X-CSRF-Token": _token(client)},
+    ).json()
+    blocks = [f for f in shortened["findings"] if f["severity"] == "block"]
+    assert [f["code"] for f in blocks] == ["content.url_shortener"], shortened["findings"]
+    assert "bit.ly" in blocks[0]["message"]
 
 
 def test_other_orgs_conversation_is_not_found(

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from textdesk.delivery import wakeup
-from textdesk.domain import templates
+from textdesk.domain import content, templates
 from textdesk.domain.roles import Role
 from textdesk.domain.states import MessageStatus
 from textdesk.domain.templates import Preview
@@ -683,6 +683,36 @@ def render_for(conn: Connection, org_id: int, contact_id: int, body: str) -> str
         return templates.render(body, values, strict=True)
     except templates.TemplateError as exc:
         raise Invalid(str(exc), field="body") from exc
+
+
+def composer_findings(
+    conn: Connection, org_id: int, conversation_id: int, text: str
+) -> list[dict[str, str]]:
+    """The content rules' findings for a reply about to be sent (the same rules the gate
+    applies when it is queued): blocks and warnings, each with its code and sentence."""
+    from textdesk.services import compliance
+    from textdesk.store.tables import organizations
+
+    org = conn.execute(
+        sa.select(organizations.c.name, organizations.c.settings).where(
+            organizations.c.id == org_id
+        )
+    ).one()
+    reached = conn.execute(
+        sa.select(sa.func.count())
+        .select_from(messages)
+        .where(
+            messages.c.conversation_id == conversation_id,
+            messages.c.org_id == org_id,
+            messages.c.direction == "out",
+            messages.c.status.in_(("queued", "sending", "sent", "delivered")),
+        )
+    ).scalar_one()
+    policy = compliance.content_policy(org.name, org.settings, first_message=not reached)
+    return [
+        {"code": f.code, "severity": f.severity.value, "message": f.message}
+        for f in content.check(text, policy)
+    ]
 
 
 def preview_for(conn: Connection, org_id: int, conversation_id: int, body: str) -> Preview:

@@ -359,10 +359,14 @@ def canned_picker(conversation_id: int, db: Db, viewer: Viewer, q: str = "") -> 
 def preview(
     conversation_id: int, db: Db, actor: Actor, body: Annotated[str, Form()] = ""
 ) -> JSONResponse:
-    """The composer's merge-field preview (the counter itself is computed in the browser)."""
+    """The composer's merge-field preview and the content rules' findings (blocks, warnings);
+    the segment counter itself is computed in the browser."""
     with db.read() as conn:
         try:
             shown = conversations.preview_for(conn, actor.org_id, conversation_id, body)
+            findings = conversations.composer_findings(
+                conn, actor.org_id, conversation_id, shown.text
+            )
         except ServiceError as exc:
             return JSONResponse({"error": exc.message})
     return JSONResponse(
@@ -371,6 +375,7 @@ def preview(
             "encoding": shown.encoding,
             "segments": shown.segment_count,
             "missing": list(shown.missing_fields),
+            "findings": findings,
         }
     )
 

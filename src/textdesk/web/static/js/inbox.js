@@ -144,19 +144,37 @@
       m.encoding + " · " + m.segments + (m.segments === 1 ? " segment" : " segments");
     counter.classList.toggle("ucs2", m.encoding === "UCS-2");
     var out = document.getElementById("merge-preview");
+    var found = document.getElementById("composer-findings");
     clearTimeout(previewTimer);
     if (!out) return;
-    if (box.value.indexOf("{") < 0) { out.textContent = ""; return; }
+    if (!box.value.trim()) { out.textContent = ""; showFindings(found, []); return; }
     previewTimer = setTimeout(function () {
       var body = new URLSearchParams({ body: box.value });
       fetch("/inbox/c/" + box.getAttribute("data-conversation") + "/preview", {
         method: "POST", credentials: "same-origin", body: body,
         headers: { "X-CSRF-Token": csrf() }
       }).then(function (r) { return r.json(); }).then(function (d) {
-        out.textContent = d.error ? d.error : "→ " + d.text +
+        if (d.error) { out.textContent = d.error; showFindings(found, []); return; }
+        out.textContent = box.value.indexOf("{") < 0 ? "" : "→ " + d.text +
           (d.missing.length ? " (no value: " + d.missing.join(", ") + ")" : "");
+        showFindings(found, d.findings || []);
       });
     }, 250);
+  }
+
+  // The content rules' findings for what is typed (shortened links, SHAFT words...): a block
+  // means the gate will refuse the message; a warning is shown to the sender and kept.
+  function showFindings(el, findings) {
+    if (!el) return;
+    el.innerHTML = "";
+    findings.forEach(function (f) {
+      var li = document.createElement("li");
+      li.className = "finding " + f.severity;
+      li.setAttribute("data-testid", "composer-finding");
+      li.textContent = (f.severity === "block" ? "Will not send: " : "Warning: ") + f.message;
+      el.appendChild(li);
+    });
+    el.hidden = findings.length === 0;
   }
 
   function renderPicker() {
