@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.conftest import IN_CI
+from textdesk.providers.simulator import signing
+from textdesk.providers.simulator.adapter import DEFAULT_WEBHOOK_SECRET
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -121,3 +126,52 @@ def screenshot(page: Page, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+# --- helpers shared by the agent's-desk tests ---------------------------------------------------
+
+
+def login(page: Page, server: DemoServer, email: str) -> None:
+    page.goto(f"{server.url}/login")
+    page.get_by_label("E-mail").fill(email)
+    page.get_by_label("Password").fill(server.logins[email])
+    page.get_by_role("button", name="Log in").click()
+    expect(page).to_have_url(f"{server.url}/home")
+
+
+def owner_api_key(page: Page, server: DemoServer, name: str) -> str:
+    """An API key created the way an owner does it (settings page); the page is signed out."""
+    login(page, server, "owner@demo.textdesk.test")
+    page.goto(f"{server.url}/settings")
+    page.get_by_label("Name").fill(name)
+    page.get_by_role("button", name="Create key").click()
+    key = page.get_by_test_id("new-key").inner_text().strip()
+    assert key.startswith("td_")
+    page.context.clear_cookies()
+    return key
+
+
+def api_client(server: DemoServer, key: str) -> httpx.Client:
+    return httpx.Client(
+        base_url=f"{server.url}/api/v1", headers={"Authorization": f"Bearer {key}"}, timeout=10
+    )
+
+
+def send_inbound(server: DemoServer, sender: str, body: str) -> None:
+    """What the carrier does when a customer texts us: a signed inbound webhook."""
+    with sqlite3.connect(server.log.parent / "demo.db") as conn:
+        channel_id, phone = conn.execute(
+            "SELECT id, phone_e164 FROM channels WHERE provider = 'simulator' ORDER BY id LIMIT 1"
+        ).fetchone()
+    raw = json.dumps(
+        {"id": f"e2e-{uuid.uuid4().hex}", "from": sender, "to": phone, "body": body}
+    ).encode()
+    response = httpx.post(
+        f"{server.url}/webhooks/simulator/{channel_id}/inbound",
+        content=raw,
+        headers={
+            "Content-Type": "application/json",
+            **signing.headers(DEFAULT_WEBHOOK_SECRET, int(time.time()), raw),
+        },
+    )
+    assert response.status_code == 200, response.text

@@ -111,7 +111,7 @@ def test_agent_sends_25_messages_by_keyboard(
     counts = _messages_by_contact(demo_server, key, ids)
     assert sum(counts.values()) == 25 and max(counts.values()) == 1, counts
     expect(page.get_by_test_id("replies-link")).to_have_attribute(
-        "href", f"/inbox?campaign={campaign_id}"
+        "href", f"/inbox?campaign_id={campaign_id}"
     )
 
 

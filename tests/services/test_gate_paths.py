@@ -17,6 +17,11 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "textdesk"
 KNOWN_CALLERS = {
     ("services/messaging.py", "send_message"),  # API and UI one-to-one sends
     ("services/optout.py", "reply"),  # the one STOP/HELP/START answer (purpose compliance)
+    ("services/conversations.py", "reply"),  # an agent's reply from the inbox
+    # An agent confirming a flagged reply as an opt-out: the one confirmation text, with
+    # optout's idempotency key (purpose compliance).
+    ("services/conversations.py", "review"),
+    ("services/p2p.py", "_send"),  # the send screen: one message per contact and step
 }
 
 

@@ -22,7 +22,7 @@ def test_send_screen_flow(client: TestClient, db: Database, acme: Org) -> None:
     page = client.get(f"/campaigns/{p.campaign_id}/send")
     assert page.status_code == 200
     assert 'data-testid="sent-count">0<' in page.text
-    assert f'href="/inbox?campaign={p.campaign_id}"' in page.text
+    assert f'href="/inbox?campaign_id={p.campaign_id}"' in page.text
     assert '<script src="/static/js/send.js" defer></script>' in page.text
     token = _DATA_CSRF.search(page.text).group(1)  # type: ignore[union-attr]
     base = f"/campaigns/{p.campaign_id}/send"

@@ -14,6 +14,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from textdesk.delivery import wakeup
@@ -168,26 +170,154 @@ def _conversation(conn: Connection, org_id: int, contact_id: int, now: datetime)
     return conn.execute(query).one()
 
 
+#: The channels a message may go out on, built once (building Core statements per message was
+#: most of a send's cost; a pre-built statement compiles once and is cached by SQLAlchemy).
+_ACTIVE_CHANNEL = sa.select(channels.c.id).where(
+    channels.c.id == sa.bindparam("channel_id"),
+    channels.c.org_id == sa.bindparam("org_id"),
+    channels.c.is_active,
+)
+_CHANNEL_POOL = (
+    sa.select(channels.c.id)
+    .where(channels.c.org_id == sa.bindparam("org_id"), channels.c.is_active)
+    .order_by(channels.c.id)
+)
+
+
 def _pick_channel(
-    conn: Connection, org_id: int, conversation: Any, explicit: int | None, phone: str
-) -> Any:
-    active = sa.select(channels).where(channels.c.org_id == org_id, channels.c.is_active)
+    conn: Connection, org_id: int, sticky: int | None, explicit: int | None, phone: str
+) -> int:
     if explicit is not None:
-        row = conn.execute(active.where(channels.c.id == explicit)).first()
-        if row is None:
+        found = conn.execute(_ACTIVE_CHANNEL, {"channel_id": explicit, "org_id": org_id}).scalar()
+        if found is None:
             raise Invalid(f"channel {explicit} is not an active sender number", field="channel_id")
-        return row
-    if conversation.channel_id is not None:
+        return int(found)
+    if sticky is not None:
         # Sticky sender: a contact keeps the number it last talked to.
-        row = conn.execute(active.where(channels.c.id == conversation.channel_id)).first()
-        if row is not None:
-            return row
-    pool = conn.execute(active.order_by(channels.c.id)).all()
+        found = conn.execute(_ACTIVE_CHANNEL, {"channel_id": sticky, "org_id": org_id}).scalar()
+        if found is not None:
+            return int(found)
+    pool = conn.execute(_CHANNEL_POOL, {"org_id": org_id}).scalars().all()
     if not pool:
         raise Invalid("this organization has no active sender number", field="channel_id")
     # Spread new contacts over the pool deterministically, so a retry picks the same number.
     digest = int(hashlib.sha256(phone.encode()).hexdigest()[:8], 16)
-    return pool[digest % len(pool)]
+    return int(pool[digest % len(pool)])
+
+
+@dataclass(frozen=True)
+class OutboundContext:
+    """What ``queue_outbound`` reads about the recipient, read in the caller's transaction. A
+    caller that has already joined these rows (the send screen's one locked SELECT) passes them
+    in and saves the round trip; otherwise ``queue_outbound`` reads them in one statement."""
+
+    recipient: Recipient
+    conversation_id: int | None
+    conversation_channel_id: int | None
+    org_name: str
+    #: ``organizations.settings`` as stored (parsed through ``org_settings.parse``).
+    org_settings: Any
+
+
+_CONTEXT = (
+    sa.select(
+        contacts.c.phone_e164,
+        contacts.c.opted_out,
+        contacts.c.time_zone,
+        contacts.c.zip,
+        contacts.c.state,
+        conversations.c.id.label("conversation_id"),
+        conversations.c.channel_id.label("conversation_channel_id"),
+        organizations.c.name.label("org_name"),
+        organizations.c.settings.label("org_settings"),
+    )
+    .select_from(contacts)
+    .join(organizations, organizations.c.id == contacts.c.org_id)
+    .outerjoin(
+        conversations,
+        sa.and_(
+            conversations.c.org_id == contacts.c.org_id,
+            conversations.c.contact_id == contacts.c.id,
+        ),
+    )
+    .where(contacts.c.id == sa.bindparam("contact_id"), contacts.c.org_id == sa.bindparam("org_id"))
+)
+
+
+def outbound_context(conn: Connection, org_id: int, contact_id: int) -> OutboundContext:
+    row = conn.execute(_CONTEXT, {"contact_id": contact_id, "org_id": org_id}).first()
+    if row is None:
+        raise NotFound(f"contact {contact_id} not found")
+    return OutboundContext(
+        recipient=Recipient.from_mapping(row._mapping),
+        conversation_id=row.conversation_id,
+        conversation_channel_id=row.conversation_channel_id,
+        org_name=row.org_name,
+        org_settings=row.org_settings,
+    )
+
+
+def _history_statement() -> Any:
+    """The contact's outbound history the gate needs, in one statement: the capped sends of the
+    last 24 hours (as ``recent_sends(include_queued=True)`` counts them) and whether anything
+    that can reach the contact was ever sent (the first-message content rules)."""
+    when = sa.type_coerce(
+        sa.func.coalesce(messages.c.sent_at, messages.c.created_at), UTCDateTime()
+    )
+    capped = sa.and_(
+        messages.c.purpose.in_(list(compliance.CAPPED)),
+        messages.c.status.in_([*_HANDED_OVER, S.QUEUED]),
+        when >= sa.bindparam("since", type_=UTCDateTime()),
+    )
+    marketing = sa.and_(capped, messages.c.purpose == compliance.Purpose.MARKETING)
+    # Only what can reach the contact counts as having introduced ourselves.
+    reaches = sa.and_(
+        messages.c.purpose != compliance.Purpose.COMPLIANCE,
+        messages.c.status.not_in([S.BLOCKED, S.EXPIRED, S.FAILED]),
+    )
+    return sa.select(
+        sa.func.count(sa.case((capped, 1))).label("total"),
+        sa.func.count(sa.case((marketing, 1))).label("marketing"),
+        sa.type_coerce(sa.func.min(sa.case((capped, when))), UTCDateTime()).label("oldest"),
+        sa.type_coerce(sa.func.min(sa.case((marketing, when))), UTCDateTime()).label(
+            "oldest_marketing"
+        ),
+        sa.func.count(sa.case((reaches, 1))).label("reaching"),
+    ).where(
+        messages.c.contact_id == sa.bindparam("contact_id"),
+        messages.c.direction == Direction.OUTBOUND,
+    )
+
+
+_HANDED_OVER = (S.SENDING, S.SENT, S.DELIVERED, S.UNDELIVERED, S.UNKNOWN)
+_HISTORY = _history_statement()
+
+_UPSERTS: dict[tuple[str, bool], Any] = {}
+
+
+def _conversation_upsert(dialect: str, for_campaign: bool) -> Any:
+    """Create the contact's conversation or touch it, in one statement (``INSERT ... ON
+    CONFLICT (org_id, contact_id) DO UPDATE ... RETURNING id``; both engines have it): the
+    sticky sender is set once, and a campaign's first message gives the thread to its agent
+    unless someone already has it."""
+    key = (dialect, for_campaign)
+    stmt = _UPSERTS.get(key)
+    if stmt is None:
+        make = pg_insert if dialect == "postgresql" else sqlite_insert
+        base = make(conversations)
+        c = conversations.c
+        changes: dict[str, Any] = {
+            "last_message_at": base.excluded.last_message_at,
+            "channel_id": sa.func.coalesce(c.channel_id, base.excluded.channel_id),
+        }
+        if for_campaign:
+            changes["assignee_id"] = sa.func.coalesce(c.assignee_id, base.excluded.assignee_id)
+            changes["campaign_id"] = base.excluded.campaign_id
+        stmt = base.on_conflict_do_update(
+            index_elements=[c.org_id, c.contact_id], set_=changes
+        ).returning(c.id)
+        _UPSERTS[key] = stmt
+    return stmt
 
 
 def queue_outbound(
@@ -204,11 +334,21 @@ def queue_outbound(
     idempotency_key: str | None = None,
     priority: int = PRIORITY_REPLY,
     now: datetime | None = None,
+    context: OutboundContext | None = None,
+    lookup_key: bool = True,
+    campaign_id: int | None = None,
+    assign_to: int | None = None,
 ) -> Queued:
     """Create an outbound message and run the gate on it, in the caller's transaction.
 
+    ``context``: the recipient's rows, if the caller read them in this transaction.
+    ``lookup_key=False``: the caller holds a lock proving no message has this idempotency key
+    yet, so the look-up is skipped (the unique key still refuses a duplicate: IntegrityError).
+    ``campaign_id``/``assign_to``: the conversation is marked as the campaign's and given to
+    the agent unless it has an assignee.
+
     The caller commits, then calls ``wakeup.notify()`` (``send_message`` does both)."""
-    if idempotency_key is not None:
+    if idempotency_key is not None and lookup_key:
         existing = conn.execute(
             sa.select(messages).where(
                 messages.c.org_id == org_id, messages.c.idempotency_key == idempotency_key
@@ -229,25 +369,31 @@ def queue_outbound(
             f"purpose must be one of {', '.join(p.value for p in compliance.USER_PURPOSES)}",
             field="purpose",
         ) from None
-    contact = conn.execute(
-        sa.select(contacts).where(contacts.c.id == contact_id, contacts.c.org_id == org_id)
-    ).first()
-    if contact is None:
-        raise NotFound(f"contact {contact_id} not found")
+    if context is None:
+        context = outbound_context(conn, org_id, contact_id)
+    recipient = context.recipient
     now = now or utcnow()
-    conversation = _conversation(conn, org_id, contact_id, now)
-    channel = _pick_channel(conn, org_id, conversation, channel_id, contact.phone_e164)
+    channel = _pick_channel(
+        conn, org_id, context.conversation_channel_id, channel_id, recipient.phone_e164
+    )
     measured = analyze(body)
     valid_until = now + timedelta(hours=settings.message_validity_hours)
     send_after = _spacing(conn, settings, contact_id, now)
-    rules = org_settings.load(conn, org_id)
+    rules = org_settings.parse(context.org_settings)
     recent = None
-    if purpose in compliance.CAPPED:
-        recent = recent_sends(conn, [contact_id], now, include_queued=True).get(
-            contact_id, compliance.RecentSends()
-        )
+    first = True
+    if purpose != compliance.Purpose.COMPLIANCE and not recipient.opted_out:
+        # (An opted-out contact is blocked whatever the history says.)
+        seen = conn.execute(
+            _HISTORY, {"contact_id": contact_id, "since": now - timedelta(hours=24)}
+        ).one()
+        first = not seen.reaching
+        if purpose in compliance.CAPPED:
+            recent = compliance.RecentSends(
+                int(seen.total), int(seen.marketing), seen.oldest, seen.oldest_marketing
+            )
     decision = compliance.evaluate(
-        Recipient.from_mapping(contact._mapping),
+        recipient,
         purpose=purpose,
         now=now,
         valid_until=valid_until,
@@ -258,60 +404,56 @@ def queue_outbound(
     )
     warnings: list[dict[str, str]] = []
     if purpose != compliance.Purpose.COMPLIANCE and decision.verdict is not Verdict.BLOCK:
-        org = conn.execute(
-            sa.select(organizations.c.name, organizations.c.settings).where(
-                organizations.c.id == org_id
-            )
-        ).one()
-        first = (
-            conn.execute(
-                sa.select(messages.c.id)
-                .where(
-                    messages.c.contact_id == contact_id,
-                    messages.c.direction == Direction.OUTBOUND,
-                    messages.c.purpose != compliance.Purpose.COMPLIANCE,
-                    # Only what can reach the contact counts as having introduced ourselves.
-                    messages.c.status.not_in([S.BLOCKED, S.EXPIRED, S.FAILED]),
-                )
-                .limit(1)
-            ).first()
-            is None
+        policy = compliance.content_policy(
+            context.org_name, context.org_settings, first_message=first
         )
-        policy = compliance.content_policy(org.name, org.settings, first_message=first)
         blocked, warnings = compliance.content_decision(body, policy)
         if blocked is not None:
             decision = blocked
     status, send_after = status_for(decision, send_after)
-    message_id = conn.execute(
-        messages.insert()
-        .values(
-            org_id=org_id,
-            conversation_id=conversation.id,
-            contact_id=contact_id,
-            channel_id=channel.id,
-            direction=Direction.OUTBOUND,
-            body=measured.text,
-            status=status,
-            purpose=purpose,
-            encoding=str(measured.encoding),
-            segments=max(1, measured.segment_count),
-            send_after=send_after,
-            valid_until=valid_until,
-            priority=priority,
-            idempotency_key=idempotency_key,
-            gate_code=decision.code,
-            gate_detail=decision.detail,
-            warnings=warnings,
-            created_by=created_by,
-            created_at=now,
-            updated_at=now,
-        )
-        .returning(messages.c.id)
+    conversation_id = conn.execute(
+        _conversation_upsert(conn.dialect.name, campaign_id is not None),
+        {
+            "org_id": org_id,
+            "contact_id": contact_id,
+            "status": "open",
+            "channel_id": channel,
+            "assignee_id": assign_to,
+            "campaign_id": campaign_id,
+            "last_message_at": now,
+            "created_at": now,
+        },
     ).scalar_one()
+    row = conn.execute(
+        messages.insert().returning(*messages.c),
+        {
+            "org_id": org_id,
+            "conversation_id": conversation_id,
+            "contact_id": contact_id,
+            "channel_id": channel,
+            "direction": Direction.OUTBOUND,
+            "body": measured.text,
+            "status": status,
+            "purpose": purpose,
+            "encoding": str(measured.encoding),
+            "segments": max(1, measured.segment_count),
+            "send_after": send_after,
+            "valid_until": valid_until,
+            "priority": priority,
+            "idempotency_key": idempotency_key,
+            "gate_code": decision.code,
+            "gate_detail": decision.detail,
+            "warnings": warnings,
+            "created_by": created_by,
+            "created_at": now,
+            "updated_at": now,
+        },
+    ).one()
+    message = Message.from_row(row)
     events = [
         event_row(
             org_id=org_id,
-            message_id=message_id,
+            message_id=message.id,
             from_status=None,
             to_status=S.PENDING,
             actor=actor,
@@ -323,7 +465,7 @@ def queue_outbound(
         events.append(
             event_row(
                 org_id=org_id,
-                message_id=message_id,
+                message_id=message.id,
                 from_status=S.PENDING,
                 to_status=status,
                 actor="system:gate",
@@ -333,25 +475,15 @@ def queue_outbound(
             )
         )
     add_events(conn, events)
-    updates: dict[str, Any] = {"last_message_at": now}
-    if conversation.channel_id is None:
-        updates["channel_id"] = channel.id
-    conn.execute(
-        sa.update(conversations).where(conversations.c.id == conversation.id).values(**updates)
-    )
     if status == S.QUEUED:
         wakeup.notify_in_transaction(conn)
     live.publish(
         conn,
         org_id,
         "message.new",
-        {"message_id": message_id, "conversation_id": conversation.id, "direction": "out"},
+        {"message_id": message.id, "conversation_id": conversation_id, "direction": "out"},
     )
-    row = conn.execute(sa.select(messages).where(messages.c.id == message_id)).one()
-    return Queued(Message.from_row(row), created=True)
-
-
-_HANDED_OVER = (S.SENDING, S.SENT, S.DELIVERED, S.UNDELIVERED, S.UNKNOWN)
+    return Queued(message, created=True)
 
 
 def recent_sends(

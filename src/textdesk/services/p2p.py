@@ -24,7 +24,10 @@ message. On SQLite ``Database.write()`` is ``BEGIN IMMEDIATE``, which serializes
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -38,7 +41,7 @@ from textdesk.domain.templates import TemplateError, parse_template, preview, re
 from textdesk.services import compliance, custom_fields, events, messaging, org_settings
 from textdesk.services.auth import Principal
 from textdesk.services.compliance import Recipient, Verdict
-from textdesk.services.errors import Conflict, Forbidden, Invalid, NotFound
+from textdesk.services.errors import Conflict, Forbidden, Invalid, NotFound, ServiceError
 from textdesk.services.messaging import Message
 from textdesk.settings import Settings
 from textdesk.store.db import Database
@@ -112,6 +115,10 @@ class Batch:
     held_back: int
     #: Contacts taken out of the pool in this request (opted out, active elsewhere).
     skipped: int
+    #: When the first held-back contact may be texted (None: none is held back, or no time in
+    #: the gate's search horizon fits), and the gate's sentence for that contact.
+    next_allowed: datetime | None = None
+    quiet_detail: str | None = None
 
 
 @dataclass(frozen=True)
@@ -134,6 +141,42 @@ class Answer:
     answer: str
     tags: list[str]
     fields: dict[str, Any]
+
+
+class Busy(ServiceError):
+    """The database could not take the write in time (SQLite's single write lock stayed taken
+    past the busy timeout): nothing was done, and the same request may simply be repeated."""
+
+    status = 503
+    title = "Busy"
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def _is_lock_timeout(exc: sa.exc.OperationalError) -> bool:
+    text = str(exc.orig).lower()
+    return (
+        "database is locked" in text
+        or "database is busy" in text
+        or (
+            "lock timeout" in text  # PostgreSQL with lock_timeout set
+        )
+    )
+
+
+@contextmanager
+def _busy_is_retryable(action: str) -> Iterator[None]:
+    try:
+        yield
+    except sa.exc.OperationalError as exc:
+        if not _is_lock_timeout(exc):
+            raise
+        raise Busy(
+            f"the database is busy and could not {action} in time; nothing was changed, "
+            "retry the same request"
+        ) from exc
 
 
 class Refused(Conflict):
@@ -327,7 +370,10 @@ def _offers(
 # --- assignment ----------------------------------------------------------------------------
 
 
-def _quiet_now(row: Any, purpose: str, now: datetime, rules: org_settings.OrgSettings) -> bool:
+def _quiet_now(
+    row: Any, purpose: str, now: datetime, rules: org_settings.OrgSettings
+) -> compliance.Decision | None:
+    """The gate's hold for a contact in its quiet hours now; None when it may be texted."""
     decision = compliance.evaluate(
         Recipient.from_mapping(row._mapping),
         purpose=purpose,
@@ -336,7 +382,7 @@ def _quiet_now(row: Any, purpose: str, now: datetime, rules: org_settings.OrgSet
         org_window=rules.window(),
         org_days=rules.days(),
     )
-    return decision.verdict is not Verdict.ALLOW
+    return None if decision.verdict is Verdict.ALLOW else decision
 
 
 def _reap(conn: Connection, now: datetime, campaign_id: int | None = None) -> int:
@@ -375,12 +421,110 @@ def request_batch(
     now: datetime | None = None,
 ) -> Batch:
     """Top the agent's assignment up to ``count`` contacts (at most the campaign's batch size)
-    and return all of them, each with its personalized message, oldest first."""
+    and return all of them, each with its personalized message, oldest first.
+
+    PostgreSQL: one transaction, the pool read with ``FOR UPDATE SKIP LOCKED`` (concurrent
+    requests take different rows and never wait on each other). SQLite has one write lock for
+    the whole database, so the slow part (reading the pool and checking every candidate's
+    quiet hours) runs in a read transaction and the write transaction only claims the chosen
+    rows, conditionally (``WHERE status = 'pending'``): a row another request took meanwhile is
+    simply not claimed, and the scan goes on."""
     if count is not None and count < 1:
         raise Invalid(f"count must be at least 1, got {count}", field="count")
     now = now or utcnow()
+    with _busy_is_retryable("hand out contacts"):
+        if db.is_sqlite:
+            return _request_batch_short_writes(db, principal, campaign_id, count, agent_id, now)
+        return _request_batch_locked(db, principal, campaign_id, count, agent_id, now)
+
+
+@dataclass
+class _Scan:
+    """Pool rows sorted by what happens to them in one batch request."""
+
+    need: int
+    last_id: int = 0
+    scanned: int = 0
+    chosen: list[int] = field(default_factory=list)
+    skipped: dict[str, list[int]] = field(default_factory=dict)
+    held_back: int = 0
+    #: The quiet-hours hold that ends first (the send screen says until when).
+    first_hold: compliance.Decision | None = None
+
+    def more(self) -> bool:
+        return len(self.chosen) < self.need and self.scanned < SCAN_LIMIT
+
+    def hold(self, decision: compliance.Decision) -> None:
+        self.held_back += 1  # not offered now; stays in the pool for later
+        self.first_hold = _earlier(self.first_hold, decision)
+
+
+def _earlier(
+    a: compliance.Decision | None, b: compliance.Decision | None
+) -> compliance.Decision | None:
+    """Of two holds, the one that ends first (one without an end only if both are)."""
+    if a is None or (a.until is None and b is not None):
+        return b
+    if b is None or b.until is None:
+        return a
+    return b if a.until is None or b.until < a.until else a
+
+
+def _scan_chunk(
+    conn: Connection,
+    campaign_id: int,
+    purpose: str,
+    rules: org_settings.OrgSettings,
+    now: datetime,
+    scan: _Scan,
+    *,
+    lock: bool,
+) -> bool:
+    """Sort the next chunk of the pool into ``scan``; False when the pool has no more rows."""
+    elsewhere = _active_elsewhere(cc.c.contact_id, campaign_id).label("elsewhere")
+    query = (
+        sa.select(cc.c.id, cc.c.contact_id, elsewhere, *_CONTACT_COLS)
+        .join(contacts, contacts.c.id == cc.c.contact_id)
+        .where(
+            cc.c.campaign_id == campaign_id,
+            cc.c.status == "pending",
+            cc.c.id > scan.last_id,
+        )
+        .order_by(cc.c.id)
+        .limit(_CHUNK)
+    )
+    if lock:
+        query = query.with_for_update(of=cc, skip_locked=True)
+    rows = conn.execute(query).all()
+    if not rows:
+        return False
+    for row in rows:
+        # The next scan (another chunk, or another round after a lost claim) starts after the
+        # last row looked at; rows past the point where the batch was full are not looked at.
+        scan.scanned += 1
+        scan.last_id = row.id
+        if row.opted_out:
+            scan.skipped.setdefault(OPTED_OUT, []).append(row.id)
+        elif row.elsewhere:
+            scan.skipped.setdefault(ACTIVE_ELSEWHERE, []).append(row.id)
+        elif (hold := _quiet_now(row, purpose, now, rules)) is not None:
+            scan.hold(hold)
+        else:
+            scan.chosen.append(row.id)
+            if len(scan.chosen) >= scan.need:
+                break
+    return True
+
+
+def _request_batch_locked(
+    db: Database,
+    principal: Principal,
+    campaign_id: int,
+    count: int | None,
+    agent_id: int | None,
+    now: datetime,
+) -> Batch:
     org_id = principal.org_id
-    pg = db.dialect == "postgresql"
     with db.write() as conn:
         campaign = load_campaign(conn, org_id, campaign_id)  # 404 before anything else
         agent = agent_for(principal, agent_id)
@@ -390,7 +534,113 @@ def request_batch(
         wanted = min(count or size, size)
         until = now + timedelta(seconds=campaign.assignment_timeout_seconds)
         # The agent is active: their own contacts stay theirs (even if just expired).
-        held = conn.execute(
+        held = _renew_held(conn, campaign_id, agent, until)
+        _reap(conn, now, campaign_id)
+        scan = _Scan(need=wanted - held)
+        if scan.need > 0:
+            rules = org_settings.load(conn, org_id)
+            while scan.more() and _scan_chunk(
+                conn, campaign_id, campaign.purpose, rules, now, scan, lock=True
+            ):
+                pass
+        _claim(conn, org_id, campaign_id, agent, until, scan, conditional=False)
+        offers = _offers(conn, org_id, campaign, agent)
+    return Batch(
+        campaign_id=campaign_id,
+        agent_id=agent,
+        offers=offers,
+        held_back=scan.held_back,
+        **_quiet(scan),
+        skipped=sum(len(v) for v in scan.skipped.values()),
+    )
+
+
+#: Rounds of "scan, then claim" one SQLite batch request makes when concurrent requests keep
+#: taking the rows it chose.
+_CLAIM_ROUNDS = 5
+_POOL_LOCKS: dict[int, threading.Lock] = {}
+_POOL_LOCKS_GUARD = threading.Lock()
+
+
+def _pool_lock(campaign_id: int) -> threading.Lock:
+    with _POOL_LOCKS_GUARD:
+        return _POOL_LOCKS.setdefault(campaign_id, threading.Lock())
+
+
+def _request_batch_short_writes(
+    db: Database,
+    principal: Principal,
+    campaign_id: int,
+    count: int | None,
+    agent_id: int | None,
+    now: datetime,
+) -> Batch:
+    org_id = principal.org_id
+    with db.read() as conn:
+        campaign = load_campaign(conn, org_id, campaign_id)  # 404 before anything else
+        agent = agent_for(principal, agent_id)
+        _check_sendable(campaign_id, campaign.status, campaign.starts_at, campaign.ends_at, now)
+        _check_agent(conn, org_id, campaign_id, agent)
+        rules = org_settings.load(conn, org_id)
+    size = max(1, campaign.batch_size)
+    wanted = min(count or size, size)
+    until = now + timedelta(seconds=campaign.assignment_timeout_seconds)
+    with db.write() as conn:
+        # The agent is active: their own contacts stay theirs (even if just expired).
+        held = _renew_held(conn, campaign_id, agent, until)
+        _reap(conn, now, campaign_id)
+    # Requests of this process for the same campaign take turns scanning (the write lock is
+    # still only held to claim): otherwise they all choose the same first pending rows and
+    # all but one lose the claim. Other processes are kept apart by the conditional claim.
+    with _pool_lock(campaign_id):
+        total = _Scan(need=wanted - held)
+        exhausted = False
+        for _round in range(_CLAIM_ROUNDS):
+            if exhausted or not total.more():
+                break
+            # Go on after the rows already looked at: those lost to another request are taken.
+            scan = _Scan(
+                need=total.need - len(total.chosen), last_id=total.last_id, scanned=total.scanned
+            )
+            with db.read() as conn:
+                while scan.more():
+                    if not _scan_chunk(
+                        conn, campaign_id, campaign.purpose, rules, now, scan, lock=False
+                    ):
+                        exhausted = True
+                        break
+            with db.write() as conn:
+                _claim(conn, org_id, campaign_id, agent, until, scan, conditional=True)
+            total.chosen += scan.chosen
+            total.held_back += scan.held_back
+            total.first_hold = _earlier(total.first_hold, scan.first_hold)
+            for reason, ids in scan.skipped.items():
+                total.skipped.setdefault(reason, []).extend(ids)
+            total.last_id, total.scanned = scan.last_id, scan.scanned
+    with db.read() as conn:
+        offers = _offers(conn, org_id, campaign, agent)
+    return Batch(
+        campaign_id=campaign_id,
+        agent_id=agent,
+        offers=offers,
+        held_back=total.held_back,
+        **_quiet(total),
+        skipped=sum(len(v) for v in total.skipped.values()),
+    )
+
+
+def _quiet(scan: _Scan) -> dict[str, Any]:
+    """Batch.next_allowed and Batch.quiet_detail from a scan."""
+    hold = scan.first_hold
+    if hold is None:
+        return {"next_allowed": None, "quiet_detail": None}
+    detail = hold.detail.removeprefix("held: ").removeprefix("not sent: ")
+    return {"next_allowed": hold.until, "quiet_detail": detail}
+
+
+def _renew_held(conn: Connection, campaign_id: int, agent: int, until: datetime) -> int:
+    return int(
+        conn.execute(
             sa.update(cc)
             .where(
                 cc.c.campaign_id == campaign_id,
@@ -399,69 +649,49 @@ def request_batch(
             )
             .values(assigned_until=until)
         ).rowcount
-        _reap(conn, now, campaign_id)
-        need = wanted - held
-        chosen: list[int] = []
-        skipped: dict[str, list[int]] = {}
-        held_back = 0
-        if need > 0:
-            rules = org_settings.load(conn, org_id)
-            elsewhere = _active_elsewhere(cc.c.contact_id, campaign_id).label("elsewhere")
-            last_id = 0
-            scanned = 0
-            while len(chosen) < need and scanned < SCAN_LIMIT:
-                query = (
-                    sa.select(cc.c.id, cc.c.contact_id, elsewhere, *_CONTACT_COLS)
-                    .join(contacts, contacts.c.id == cc.c.contact_id)
-                    .where(
-                        cc.c.campaign_id == campaign_id,
-                        cc.c.status == "pending",
-                        cc.c.id > last_id,
-                    )
-                    .order_by(cc.c.id)
-                    .limit(_CHUNK)
-                )
-                if pg:
-                    query = query.with_for_update(of=cc, skip_locked=True)
-                rows = conn.execute(query).all()
-                if not rows:
-                    break
-                scanned += len(rows)
-                last_id = rows[-1].id
-                for row in rows:
-                    if row.opted_out:
-                        skipped.setdefault(OPTED_OUT, []).append(row.id)
-                    elif row.elsewhere:
-                        skipped.setdefault(ACTIVE_ELSEWHERE, []).append(row.id)
-                    elif _quiet_now(row, campaign.purpose, now, rules):
-                        held_back += 1  # not offered now; stays in the pool for later
-                    elif len(chosen) < need:
-                        chosen.append(row.id)
-        if chosen:
-            conn.execute(
-                sa.update(cc)
-                .where(cc.c.id.in_(chosen))
-                .values(status="assigned", assignee_id=agent, assigned_until=until)
-            )
-        for reason, ids in skipped.items():
-            conn.execute(
-                sa.update(cc).where(cc.c.id.in_(ids)).values(status="skipped", reason=reason)
-            )
-        offers = _offers(conn, org_id, campaign, agent)
-        if chosen or skipped:
-            events.publish(
-                conn,
-                org_id,
-                "campaign.progress",
-                {"campaign_id": campaign_id, "agent_id": agent, "assigned": len(chosen)},
-            )
-    return Batch(
-        campaign_id=campaign_id,
-        agent_id=agent,
-        offers=offers,
-        held_back=held_back,
-        skipped=sum(len(v) for v in skipped.values()),
     )
+
+
+def _claim(
+    conn: Connection,
+    org_id: int,
+    campaign_id: int,
+    agent: int,
+    until: datetime,
+    scan: _Scan,
+    *,
+    conditional: bool,
+) -> None:
+    """Assign the chosen rows and take the skipped ones out of the pool. ``conditional``: the
+    rows were read without a lock; only those still pending are taken, and ``scan`` is left
+    with the ones that were."""
+    if scan.chosen:
+        claim = (
+            sa.update(cc)
+            .where(cc.c.id.in_(scan.chosen))
+            .values(status="assigned", assignee_id=agent, assigned_until=until)
+        )
+        if conditional:
+            claim = claim.where(cc.c.status == "pending").returning(cc.c.id)
+            taken = set(conn.execute(claim).scalars())
+            scan.chosen = [i for i in scan.chosen if i in taken]
+        else:
+            conn.execute(claim)
+    for reason, ids in list(scan.skipped.items()):
+        mark = sa.update(cc).where(cc.c.id.in_(ids)).values(status="skipped", reason=reason)
+        if conditional:
+            mark = mark.where(cc.c.status == "pending").returning(cc.c.id)
+            marked = set(conn.execute(mark).scalars())
+            scan.skipped[reason] = [i for i in ids if i in marked]
+        else:
+            conn.execute(mark)
+    if scan.chosen or any(scan.skipped.values()):
+        events.publish(
+            conn,
+            org_id,
+            "campaign.progress",
+            {"campaign_id": campaign_id, "agent_id": agent, "assigned": len(scan.chosen)},
+        )
 
 
 def next_contact(
@@ -533,16 +763,101 @@ def send(
         raise Invalid(f"step must be one of {', '.join(STEPS)}, got {step!r}", field="step")
     if body_override is not None and not body_override.strip():
         raise Invalid("the message is empty", field="body")
-    try:
-        return _send(
-            db, settings, principal, campaign_id, contact_id, step, body_override, agent, now
+    args = (db, settings, principal, campaign_id, contact_id, step, body_override, agent, now)
+    with _busy_is_retryable("send the message"):
+        try:
+            return _send(*args, lookup_key=False)
+        except sa.exc.IntegrityError:
+            # Only a concurrent insert of the same idempotency key gets here; the retry finds
+            # the message that transaction committed and returns it (looking the key up).
+            return _send(*args, lookup_key=True)
+
+
+def _send_statement(lock: bool) -> sa.Select[Any]:
+    """Everything one send needs, in one statement: the pool row (locked on PostgreSQL), the
+    campaign, the contact, its conversation, the organization's name and rules, the agent's
+    name and whether the contact is active in another campaign."""
+    agent_name = (
+        sa.select(users.c.name)
+        .where(users.c.id == sa.bindparam("agent_id"), users.c.org_id == cc.c.org_id)
+        .scalar_subquery()
+    )
+    query = (
+        sa.select(
+            cc.c.id,
+            cc.c.status,
+            cc.c.assignee_id,
+            cc.c.assigned_until,
+            cc.c.message_id,
+            cc.c.sent_by,
+            cc.c.reason,
+            campaigns.c.status.label("campaign_status"),
+            campaigns.c.script,
+            campaigns.c.purpose,
+            campaigns.c.starts_at,
+            campaigns.c.ends_at,
+            campaigns.c.channel_ids,
+            campaigns.c.assignment_timeout_seconds,
+            conversations.c.id.label("conversation_id"),
+            conversations.c.channel_id.label("sticky"),
+            organizations.c.name.label("org_name"),
+            organizations.c.settings.label("org_settings"),
+            agent_name.label("agent_name"),
+            _active_elsewhere(cc.c.contact_id, sa.bindparam("campaign_id")).label("elsewhere"),
+            *_CONTACT_COLS,
         )
-    except sa.exc.IntegrityError:
-        # Only a concurrent insert of the same idempotency key gets here; the retry finds the
-        # message that transaction committed and returns it.
-        return _send(
-            db, settings, principal, campaign_id, contact_id, step, body_override, agent, now
+        .select_from(cc)
+        .join(campaigns, campaigns.c.id == cc.c.campaign_id)
+        .join(contacts, contacts.c.id == cc.c.contact_id)
+        .join(organizations, organizations.c.id == cc.c.org_id)
+        .outerjoin(
+            conversations,
+            sa.and_(
+                conversations.c.contact_id == cc.c.contact_id,
+                conversations.c.org_id == cc.c.org_id,
+            ),
         )
+        .where(
+            cc.c.campaign_id == sa.bindparam("campaign_id"),
+            cc.c.contact_id == sa.bindparam("contact_id"),
+            cc.c.org_id == sa.bindparam("org_id"),
+        )
+    )
+    if lock:
+        # Two sends of the same contact queue here; the second sees the first's message.
+        query = query.with_for_update(of=cc)
+    return query
+
+
+# Built once (building and cache-keying statements per send was most of its Python cost).
+_SEND_ROW = {False: _send_statement(False), True: _send_statement(True)}
+_MARK_SENT = (
+    sa.update(cc)
+    .where(cc.c.id == sa.bindparam("b_row_id"))
+    .values(
+        status=sa.bindparam("b_status"),
+        reason=sa.bindparam("b_reason"),
+        message_id=sa.bindparam("b_message_id"),
+        sent_by=sa.bindparam("b_agent_id"),
+        sent_at=sa.bindparam("b_now", type_=cc.c.sent_at.type),
+        assigned_until=None,
+    )
+)
+_MARK_SKIPPED = (
+    sa.update(cc)
+    .where(cc.c.id == sa.bindparam("b_row_id"))
+    .values(status="skipped", reason=sa.bindparam("b_reason"), assigned_until=None)
+)
+_RENEW = (
+    sa.update(cc)
+    .where(
+        cc.c.campaign_id == sa.bindparam("b_campaign_id"),
+        cc.c.assignee_id == sa.bindparam("b_agent_id"),
+        cc.c.status == "assigned",
+        cc.c.assigned_until < sa.bindparam("b_half", type_=cc.c.assigned_until.type),
+    )
+    .values(assigned_until=sa.bindparam("b_until", type_=cc.c.assigned_until.type))
+)
 
 
 def _send(
@@ -555,50 +870,22 @@ def _send(
     body_override: str | None,
     agent: int,
     now: datetime | None,
+    *,
+    lookup_key: bool,
 ) -> Sent:
     org_id = principal.org_id
     now = now or utcnow()
     refusal: Refused | None = None
     with db.write() as conn:
-        query = (
-            sa.select(
-                cc.c.id,
-                cc.c.status,
-                cc.c.assignee_id,
-                cc.c.message_id,
-                cc.c.sent_by,
-                cc.c.reason,
-                campaigns.c.status.label("campaign_status"),
-                campaigns.c.script,
-                campaigns.c.purpose,
-                campaigns.c.starts_at,
-                campaigns.c.ends_at,
-                campaigns.c.channel_ids,
-                campaigns.c.assignment_timeout_seconds,
-                conversations.c.channel_id.label("sticky"),
-                _active_elsewhere(cc.c.contact_id, campaign_id).label("elsewhere"),
-                *_CONTACT_COLS,
-            )
-            .select_from(cc)
-            .join(campaigns, campaigns.c.id == cc.c.campaign_id)
-            .join(contacts, contacts.c.id == cc.c.contact_id)
-            .outerjoin(
-                conversations,
-                sa.and_(
-                    conversations.c.contact_id == cc.c.contact_id,
-                    conversations.c.org_id == org_id,
-                ),
-            )
-            .where(
-                cc.c.campaign_id == campaign_id,
-                cc.c.contact_id == contact_id,
-                cc.c.org_id == org_id,
-            )
-        )
-        if conn.dialect.name == "postgresql":
-            # Two sends of the same contact queue here; the second sees the first's message.
-            query = query.with_for_update(of=cc)
-        row = conn.execute(query).first()
+        row = conn.execute(
+            _SEND_ROW[conn.dialect.name == "postgresql"],
+            {
+                "campaign_id": campaign_id,
+                "contact_id": contact_id,
+                "org_id": org_id,
+                "agent_id": agent,
+            },
+        ).first()
         if row is None:
             load_campaign(conn, org_id, campaign_id)  # NotFound for an unknown campaign
             raise NotFound(
@@ -642,9 +929,8 @@ def _send(
             )
         body = body_override
         if refusal is None and body is None:
-            agent_name, org_name = _names(conn, org_id, agent)
             try:
-                body = render(row.script, _values(row, agent_name, org_name))
+                body = render(row.script, _values(row, row.agent_name or "", row.org_name))
             except TemplateError as exc:
                 refusal = Refused(
                     f"not sent: the script has no value for this contact: {exc.message}",
@@ -652,11 +938,7 @@ def _send(
                     field="contact_id",
                 )
         if refusal is not None:
-            conn.execute(
-                sa.update(cc)
-                .where(cc.c.id == row.id)
-                .values(status="skipped", reason=refusal.reason, assigned_until=None)
-            )
+            conn.execute(_MARK_SKIPPED, {"b_row_id": row.id, "b_reason": refusal.reason})
         else:
             assert body is not None
             queued = messaging.queue_outbound(
@@ -672,44 +954,48 @@ def _send(
                 idempotency_key=idempotency_key(campaign_id, contact_id, step),
                 priority=messaging.PRIORITY_BULK,
                 now=now,
+                # The row lock (PostgreSQL) or the write lock (SQLite) is held and the row has
+                # no message: nobody can have used this contact's key for this step.
+                lookup_key=lookup_key,
+                context=messaging.OutboundContext(
+                    recipient=Recipient.from_mapping(row._mapping),
+                    conversation_id=row.conversation_id,
+                    conversation_channel_id=row.sticky,
+                    org_name=row.org_name,
+                    org_settings=row.org_settings,
+                ),
+                # Replies go to the agent who sent the first message.
+                campaign_id=campaign_id,
+                assign_to=agent,
             )
             message = queued.message
             gone = message.status in (MessageStatus.BLOCKED, MessageStatus.EXPIRED)
             status = "skipped" if gone else "sent"
             conn.execute(
-                sa.update(cc)
-                .where(cc.c.id == row.id)
-                .values(
-                    status=status,
-                    reason=message.gate_code if gone else None,
-                    message_id=message.id,
-                    sent_by=agent,
-                    sent_at=now,
-                    assigned_until=None,
-                )
+                _MARK_SENT,
+                {
+                    "b_row_id": row.id,
+                    "b_status": status,
+                    "b_reason": message.gate_code if gone else None,
+                    "b_message_id": message.id,
+                    "b_agent_id": agent,
+                    "b_now": now,
+                },
             )
-            # Replies go to the agent who sent the first message.
-            conn.execute(
-                sa.update(conversations)
-                .where(conversations.c.id == message.conversation_id)
-                .values(
-                    assignee_id=sa.func.coalesce(conversations.c.assignee_id, agent),
-                    campaign_id=campaign_id,
-                )
-            )
-            # Activity renews the agent's other contacts, once half their time is gone (a
-            # no-op on most sends: one indexed lookup).
+            # Activity renews the agent's other contacts once half their time is gone. A batch
+            # request gives all of an agent's contacts the same deadline, so this row's own
+            # deadline says whether any needs renewing (most sends skip the statement).
             timeout = timedelta(seconds=row.assignment_timeout_seconds)
-            conn.execute(
-                sa.update(cc)
-                .where(
-                    cc.c.campaign_id == campaign_id,
-                    cc.c.assignee_id == agent,
-                    cc.c.status == "assigned",
-                    cc.c.assigned_until < now + timeout / 2,
+            if row.assigned_until is None or row.assigned_until < now + timeout / 2:
+                conn.execute(
+                    _RENEW,
+                    {
+                        "b_campaign_id": campaign_id,
+                        "b_agent_id": agent,
+                        "b_half": now + timeout / 2,
+                        "b_until": now + timeout,
+                    },
                 )
-                .values(assigned_until=now + timeout)
-            )
             events.publish(
                 conn,
                 org_id,

@@ -45,6 +45,9 @@ def take_batch(campaign_id: int, db: Db, actor: Actor) -> Any:
         "contacts": [offer_out(o) for o in batch.offers],
         "held_back": batch.held_back,
         "skipped": batch.skipped,
+        # The screen says when quiet hours end instead of looking empty (see send.js).
+        "next_allowed": batch.next_allowed.isoformat() if batch.next_allowed else None,
+        "quiet_detail": batch.quiet_detail,
     }
 
 

@@ -48,6 +48,13 @@ class BatchOut(BaseModel):
     contacts: list[OfferOut]
     held_back: int = Field(description="passed over now: quiet hours where they are")
     skipped: int = Field(description="taken out of the pool now: opted out, active elsewhere")
+    next_allowed: datetime | None = Field(
+        default=None,
+        description="when the first held-back contact may be texted (null: none is held back)",
+    )
+    quiet_detail: str | None = Field(
+        default=None, description="the quiet-hours rule that holds that contact, as a sentence"
+    )
 
 
 class NextOut(BaseModel):
@@ -104,22 +111,37 @@ def refused(exc: p2p.Refused) -> JSONResponse:
     return problem(exc.status, exc.title, exc.message, field=exc.field, reason=exc.reason)
 
 
+def busy(exc: p2p.Busy) -> JSONResponse:
+    """503 with Retry-After: the write lock was not free in time; repeating is safe (a send is
+    idempotent per contact and step, a batch request tops up to the same count)."""
+    return problem(
+        exc.status, exc.title, exc.message, headers={"Retry-After": str(exc.retry_after)}
+    )
+
+
 @router.post(
     "/campaigns/{campaign_id}/assignments",
     response_model=BatchOut,
-    responses={409: {"description": "the campaign is not sending (problem with `reason`)"}},
+    responses={
+        409: {"description": "the campaign is not sending (problem with `reason`)"},
+        503: {"description": "the database was busy; retry after `Retry-After` seconds"},
+    },
 )
 def request_batch(campaign_id: int, body: BatchIn, caller: ApiCaller, db: Db) -> Any:
     try:
         batch = p2p.request_batch(db, caller, campaign_id, body.count, agent_id=body.agent_id)
     except p2p.Refused as exc:
         return refused(exc)
+    except p2p.Busy as exc:
+        return busy(exc)
     return {
         "campaign_id": batch.campaign_id,
         "agent_id": batch.agent_id,
         "contacts": [offer_out(o) for o in batch.offers],
         "held_back": batch.held_back,
         "skipped": batch.skipped,
+        "next_allowed": batch.next_allowed,
+        "quiet_detail": batch.quiet_detail,
     }
 
 
@@ -136,6 +158,7 @@ def next_contact(campaign_id: int, caller: ApiCaller, db: Db, agent_id: int | No
     responses={
         200: {"description": "a repeat: the message the first call created"},
         409: {"description": "refused (problem with `reason`): not assigned, opted out, ..."},
+        503: {"description": "the database was busy; retry after `Retry-After` seconds"},
     },
 )
 def send(
@@ -154,6 +177,8 @@ def send(
         )
     except p2p.Refused as exc:
         return refused(exc)
+    except p2p.Busy as exc:
+        return busy(exc)
     if not sent.created:
         response.status_code = status.HTTP_200_OK
     return {

@@ -58,15 +58,49 @@
       }
       exhausted = r.data.contacts.length === 0;
       if (exhausted) {
-        empty.textContent = r.data.held_back
-          ? `No contact can be texted right now: ${r.data.held_back} are in their quiet hours. Try again later.`
-          : "All done: no contacts left in this campaign.";
+        if (r.data.held_back) waitForWindow(r.data);
+        else empty.textContent = "All done: no contacts left in this campaign.";
       }
     }).catch(() => {
       say("the server did not answer; press Enter to retry", true);
     }).finally(() => { refilling = null; });
     return refilling;
   }
+
+  // Everyone left is in their quiet hours: say until when (in the agent's own clock, the
+  // gate's sentence gives the contact's), and ask again by itself once the window opens.
+  let windowTimer = null;
+  function waitForWindow(data) {
+    clearInterval(windowTimer);
+    const until = data.next_allowed ? new Date(data.next_allowed) : null;
+    const render = () => {
+      const n = data.held_back;
+      const who = n === 1 ? "The 1 remaining contact is" : `All ${n} remaining contacts are`;
+      if (!until) {
+        empty.textContent = `No contact can be texted right now. ${who} outside the sending ` +
+          `window: ${data.quiet_detail || "quiet hours"}.`;
+        return;
+      }
+      const minutes = Math.max(1, Math.ceil((until - Date.now()) / 60000));
+      const left = minutes < 60 ? `${minutes} min`
+        : `${Math.floor(minutes / 60)} h ${String(minutes % 60).padStart(2, "0")} min`;
+      const when = until.toLocaleString([], { weekday: "short", hour: "numeric", minute: "2-digit" });
+      empty.textContent = `No contact can be texted right now: ${who.toLowerCase()} in quiet ` +
+        `hours until ${when} your time (in ${left}). Where they are: ${data.quiet_detail}. ` +
+        "This page offers them as soon as the window opens.";
+    };
+    render();
+    if (!until) return;
+    windowTimer = setInterval(() => {
+      if (Date.now() < until.getTime() + 1000) { render(); return; }
+      clearInterval(windowTimer);
+      exhausted = false;
+      refill().then(show);
+    }, 30000);
+  }
+
+  // "not sent: +1… opted out …" reads as "Not sent to Kim: +1… opted out …".
+  const reason = (text) => String(text || "").replace(/^not sent: /i, "");
 
   function show() {
     if (!current && queue.length) current = queue.shift();
@@ -105,7 +139,7 @@
         if (path === "skip") {
           say(`Skipped ${offer.name || offer.phone}.`);
         } else if (r.data.status === "skipped") {
-          say(`Not sent to ${offer.name || offer.phone}: ${r.data.gate_detail}`, true);
+          say(`Not sent to ${offer.name || offer.phone}: ${reason(r.data.gate_detail)}`, true);
         } else {
           if (r.data.created) sentCount.textContent = String(Number(sentCount.textContent) + 1);
           say(`Sent to ${offer.name || offer.phone}.`);
@@ -114,7 +148,7 @@
       } else if (r.status === 409 || r.status === 404) {
         // Refused with a reason (opted out, no longer yours, campaign paused): move on.
         done.add(offer.contact_id);
-        say(`Not sent to ${offer.name || offer.phone}: ${r.data.detail || r.status}`, true);
+        say(`Not sent to ${offer.name || offer.phone}: ${reason(r.data.detail) || r.status}`, true);
         current = null;
         if (r.data.reason && r.data.reason.startsWith("campaign_")) {
           exhausted = true;
