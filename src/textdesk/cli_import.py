@@ -1,6 +1,11 @@
 """``textdesk import FILE``: the import service driven from a terminal, with a progress bar on
 stderr (plain text: no extra dependency, and it degrades to one line per batch when stderr is
-not a terminal)."""
+not a terminal).
+
+Exit codes: 0 the import is done; 1 it ran but did not finish (failed, cancelled, taken over);
+2 nothing was imported because the input is wrong (a file that cannot be imported, an unknown
+organization, a bad ``--map`` or ``--policy``): the error names the problem and, where there is
+one, the line."""
 
 from __future__ import annotations
 
@@ -18,6 +23,9 @@ from textdesk.services.errors import ServiceError
 from textdesk.settings import Settings
 from textdesk.store.db import Database
 from textdesk.store.tables import organizations
+
+#: Exit code for input the import refuses (nothing was imported).
+USAGE_ERROR = 2
 
 
 class CliPrincipal(Principal):
@@ -81,11 +89,12 @@ def run_cli_import(
     tags: list[str],
     all_opted_in: bool,
 ) -> None:
+    uploaded: imports.ImportView | None = None
     try:
         organization = _organization(db, org)
         who = CliPrincipal(org_id=organization.id, role=Role.OWNER, name="cli")
         with file.open("rb") as stream:
-            view = imports.upload(db, settings, who, filename=file.name, stream=stream)
+            view = uploaded = imports.upload(db, settings, who, filename=file.name, stream=stream)
         typer.echo(
             f"{file.name}: {view.encoding}, delimiter {view.delimiter!r}, "
             f"about {view.total_rows or 0:,} rows",
@@ -105,7 +114,11 @@ def run_cli_import(
         )
     except ServiceError as exc:
         typer.secho(f"error: {exc.message}", fg="red", err=True)
-        raise typer.Exit(1) from exc
+        if uploaded is not None:
+            # The file was accepted but the options were not: drop its copy (the import row
+            # stays, cancelled, as the audit trail of what was tried).
+            imports.cancel_import(db, who, uploaded.id)
+        raise typer.Exit(USAGE_ERROR) from exc
     worker = imports.worker_name()
     if imports.claim(db, worker, import_id=view.id) is None:
         typer.secho("error: another process took this import", fg="red", err=True)
