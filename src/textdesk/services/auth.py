@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -300,15 +301,30 @@ def revoke_api_key(
                 request=request,
             )
         row = conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).one()
+    _forget_api_key(key_id)
     return ApiKey.from_row(row)
+
+
+#: A resolved API key is remembered this long, so an API call costs no database round trip for
+#: its key. Revoking a key takes effect at once in the process that revoked it and within this
+#: many seconds in the others (docs/api.md says so).
+API_KEY_CACHE_SECONDS = 5.0
+_KEY_CACHE_MAX = 10_000
+_key_cache: dict[tuple[int, str], tuple[float, Principal]] = {}
 
 
 def resolve_api_key(db: Database, plain: str) -> Principal | None:
     if not plain.startswith(API_KEY_PREFIX):
         return None
+    digest = _sha256(plain)
+    slot = (id(db), digest)
+    hit = _key_cache.get(slot)
+    if hit is not None and time.monotonic() - hit[0] < API_KEY_CACHE_SECONDS:
+        return hit[1]
     with db.read() as conn:
-        row = conn.execute(sa.select(api_keys).where(api_keys.c.key_hash == _sha256(plain))).first()
+        row = conn.execute(sa.select(api_keys).where(api_keys.c.key_hash == digest)).first()
     if row is None or row.revoked_at is not None:
+        _key_cache.pop(slot, None)
         return None
     now = utcnow()
     # Coarse last-used stamp: at most one write per key per minute, not one per request.
@@ -317,4 +333,14 @@ def resolve_api_key(db: Database, plain: str) -> Principal | None:
             conn.execute(
                 sa.update(api_keys).where(api_keys.c.id == row.id).values(last_used_at=now)
             )
-    return Principal(org_id=row.org_id, role=Role(row.role), api_key_id=row.id, name=row.name)
+    principal = Principal(org_id=row.org_id, role=Role(row.role), api_key_id=row.id, name=row.name)
+    if len(_key_cache) >= _KEY_CACHE_MAX:
+        _key_cache.clear()
+    _key_cache[slot] = (time.monotonic(), principal)
+    return principal
+
+
+def _forget_api_key(key_id: int) -> None:
+    for slot, (_at, principal) in list(_key_cache.items()):
+        if principal.api_key_id == key_id:
+            _key_cache.pop(slot, None)
