@@ -520,3 +520,42 @@ def test_a_batch_that_loses_a_race_is_redone(
         "Zed3",
         "Other",
     )
+
+
+def test_a_stop_in_flight_is_never_overtaken_by_an_import(
+    db: Database, acme: Org, cfg: Settings
+) -> None:
+    """A STOP whose transaction is open while an import batch merges the same contact: the
+    import waits for it (PostgreSQL row lock; SQLite's single writer), then sees the opt-out
+    and refuses to re-subscribe; the ledger ends with the opt-out."""
+    import threading
+
+    from textdesk.services.consent import ConsentKind, ConsentSource
+
+    admin = acme.admin.principal
+    contacts.create_contact(db, admin, ContactInput(phone="+12015550123", first_name="Ann"))
+    view = _upload(db, cfg, admin, "phone,first,opted_in\n2015550123,Annie,yes\n")
+    imports.start_import(db, admin, view.id, policy="overwrite")
+    assert imports.claim(db, "test-worker") == view.id
+    done: dict[str, Any] = {}
+    with db.write() as conn:  # the STOP's transaction, still open
+        consent.record(
+            conn,
+            org_id=acme.org.id,
+            phone="+12015550123",
+            kind=ConsentKind.OPT_OUT,
+            source=ConsentSource.KEYWORD,
+            actor="provider:simulator",
+            now=utcnow(),
+        )
+        worker = threading.Thread(
+            target=lambda: done.update(view=imports.run_import(db, view.id, "test-worker"))
+        )
+        worker.start()
+        worker.join(timeout=1.0)
+        assert worker.is_alive(), "the import must wait for the open STOP transaction"
+    worker.join(timeout=30)
+    assert not worker.is_alive()
+    assert _people(db, acme.org.id)["+12015550123"].opted_out
+    assert [k for p, k, _s in _ledger(db, acme.org.id) if p == "+12015550123"] == ["opt_out"]
+    assert _rejects(db, done["view"].id)[2].startswith("opted out: +12015550123")

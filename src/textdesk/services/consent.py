@@ -52,9 +52,15 @@ def record(
     message_id: int | None = None,
     purpose: str = "all",
 ) -> None:
-    contact_id = conn.execute(
-        sa.select(contacts.c.id).where(contacts.c.org_id == org_id, contacts.c.phone_e164 == phone)
-    ).scalar()
+    find = sa.select(contacts.c.id).where(
+        contacts.c.org_id == org_id, contacts.c.phone_e164 == phone
+    )
+    if conn.dialect.name == "postgresql":
+        # Lock the contact before writing its ledger entry: a concurrent import batch (which
+        # locks the contacts it merges) then sees this entry, or this one lands after the
+        # import's; the ledger's order and contacts.opted_out never disagree.
+        find = find.with_for_update()
+    contact_id = conn.execute(find).scalar()
     conn.execute(
         consent_events.insert().values(
             org_id=org_id,

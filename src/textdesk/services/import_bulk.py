@@ -156,15 +156,20 @@ def batch_tuning(conn: Connection) -> Iterator[None]:
 
 
 def existing_contacts(conn: Connection, org_id: int, phones: Sequence[str]) -> dict[str, Any]:
-    """The contacts of this organization among ``phones``, by phone (the columns a merge needs)."""
+    """The contacts of this organization among ``phones``, by phone (the columns a merge needs).
+
+    On PostgreSQL the rows are locked for the batch: an inbound STOP for one of them (which
+    updates the contact's row) then either committed before this read, so the ledger read that
+    follows sees it, or waits for the batch and lands after it; an import's opt-in can never
+    slip in after a STOP it did not see. (SQLite's BEGIN IMMEDIATE already serializes them.)"""
     if not phones:
         return {}
-    rows = conn.execute(
-        sa.select(*(contacts.c[c] for c in _MERGE_COLUMNS)).where(
-            contacts.c.org_id == org_id, _phones_clause(conn, contacts.c.phone_e164, phones)
-        )
+    query = sa.select(*(contacts.c[c] for c in _MERGE_COLUMNS)).where(
+        contacts.c.org_id == org_id, _phones_clause(conn, contacts.c.phone_e164, phones)
     )
-    return {r.phone_e164: r for r in rows}
+    if conn.dialect.name == "postgresql":
+        query = query.order_by(contacts.c.id).with_for_update()
+    return {r.phone_e164: r for r in conn.execute(query)}
 
 
 def latest_consent(conn: Connection, org_id: int, phones: Sequence[str]) -> dict[str, str]:
