@@ -164,3 +164,16 @@ def test_outsider_gets_not_found(client: TestClient, db: Database, acme: Org, gl
     assert r.status_code == 404
     with db.read() as conn:
         assert campaigns.get_campaign(conn, acme.org.id, campaign.id).status == "draft"
+
+
+def test_a_campaigns_own_address_leads_admins_to_the_editor_and_agents_to_progress(
+    client: TestClient, db: Database, acme: Org
+) -> None:
+    campaign = campaigns.create_campaign(db, acme.admin.principal, name="Fall", script=SCRIPT)
+    login(client, acme.admin.user.email)
+    r = client.get(f"/campaigns/{campaign.id}", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == f"/campaigns/{campaign.id}/edit"
+    client.cookies.clear()
+    login(client, acme.agent.user.email)
+    r = client.get(f"/campaigns/{campaign.id}", follow_redirects=False)
+    assert r.headers["location"] == f"/campaigns/{campaign.id}/progress"

@@ -136,6 +136,13 @@ def _edit_page(
     return response
 
 
+@router.get("/campaigns/{campaign_id}", response_model=None)
+def campaign_home(campaign_id: int, viewer: Viewer) -> Response:
+    """A campaign's own address: admins land in the editor, agents on its progress page."""
+    target = "edit" if viewer.role.at_least(Role.ADMIN) else "progress"
+    return RedirectResponse(f"/campaigns/{campaign_id}/{target}", status_code=303)
+
+
 @router.get("/campaigns/{campaign_id}/edit", response_class=HTMLResponse)
 def campaign_edit(request: Request, campaign_id: int, db: Db, viewer: Viewer) -> Response:
     return _edit_page(request, db, viewer, campaign_id)
