@@ -111,6 +111,13 @@ def test_canned_picker_and_preview(
     ).json()
     codes = {f["code"] for f in shown.pop("findings")}
     assert "content.ucs2" in codes, "an emoji makes it UCS-2: the composer warns"
+    curly = client.post(
+        f"/inbox/c/{cid}/preview",
+        data={"body": "Hi {first_name|there}, it\u2019s ready"},
+        headers={"X-CSRF-Token": _token(client)},
+    ).json()
+    ucs2 = next(f for f in curly["findings"] if f["code"] == "content.ucs2")
+    assert ucs2["fix"] == "Hi {first_name|there}, it's ready", "the fix keeps the merge field"
     assert shown == {"text": "Hi  ❤", "encoding": "UCS-2", "segments": 1, "missing": ["first_name"]}
     shortened = client.post(
         f"/inbox/c/{cid}/preview",

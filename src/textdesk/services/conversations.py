@@ -686,10 +686,13 @@ def render_for(conn: Connection, org_id: int, contact_id: int, body: str) -> str
 
 
 def composer_findings(
-    conn: Connection, org_id: int, conversation_id: int, text: str
-) -> list[dict[str, str]]:
+    conn: Connection, org_id: int, conversation_id: int, text: str, raw: str | None = None
+) -> list[dict[str, str | None]]:
     """The content rules' findings for a reply about to be sent (the same rules the gate
-    applies when it is queued): blocks and warnings, each with its code and sentence."""
+    applies when it is queued): blocks and warnings, each with its code and sentence, checked on
+    the rendered ``text``. ``fix``, where a rule offers one (the smart-encoding fix for UCS-2,
+    the sender's name, the opt-out line), is the composer's own ``raw`` text with that fix
+    applied, merge fields left in place."""
     from textdesk.services import compliance
     from textdesk.store.tables import organizations
 
@@ -709,8 +712,14 @@ def composer_findings(
         )
     ).scalar_one()
     policy = compliance.content_policy(org.name, org.settings, first_message=not reached)
+    fixes = {f.code: f.fix for f in content.check(raw if raw is not None else text, policy)}
     return [
-        {"code": f.code, "severity": f.severity.value, "message": f.message}
+        {
+            "code": f.code,
+            "severity": f.severity.value,
+            "message": f.message,
+            "fix": fixes.get(f.code) if f.fix is not None else None,
+        }
         for f in content.check(text, policy)
     ]
 

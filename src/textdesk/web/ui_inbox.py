@@ -365,7 +365,7 @@ def preview(
         try:
             shown = conversations.preview_for(conn, actor.org_id, conversation_id, body)
             findings = conversations.composer_findings(
-                conn, actor.org_id, conversation_id, shown.text
+                conn, actor.org_id, conversation_id, shown.text, raw=body
             )
         except ServiceError as exc:
             return JSONResponse({"error": exc.message})

@@ -172,6 +172,22 @@
       li.className = "finding " + f.severity;
       li.setAttribute("data-testid", "composer-finding");
       li.textContent = (f.severity === "block" ? "Will not send: " : "Warning: ") + f.message;
+      if (f.fix) {
+        var fix = document.createElement("button");
+        fix.type = "button";
+        fix.className = "link";
+        fix.textContent = "Apply fix";
+        fix.setAttribute("data-testid", "apply-fix");
+        fix.addEventListener("click", function () {
+          var box = document.getElementById("composer-body");
+          if (!box) return;
+          box.value = f.fix;
+          box.focus();
+          updateCounter();
+        });
+        li.appendChild(document.createTextNode(" "));
+        li.appendChild(fix);
+      }
       el.appendChild(li);
     });
     el.hidden = findings.length === 0;
