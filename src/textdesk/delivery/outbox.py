@@ -29,10 +29,17 @@ from sqlalchemy.engine import Connection
 from textdesk.domain.states import MessageStatus
 from textdesk.services import compliance, consent, messaging, org_settings
 from textdesk.services.compliance import Recipient, Verdict
-from textdesk.services.messaging import add_events, apply_orphans, event_row, lock_provider_ids
+from textdesk.services.messaging import (
+    add_events,
+    apply_orphans,
+    event_row,
+    lock_provider_ids,
+    orphaned_ids,
+)
 from textdesk.settings import Settings
 from textdesk.store.db import Database
 from textdesk.store.tables import (
+    UTCDateTime,
     channel_throttle,
     channels,
     contacts,
@@ -397,6 +404,68 @@ class Unknown:
 Outcome = Sent | Retry | Failed | Unknown
 
 
+def _mark_sent(conn: Connection, sent: Sequence[Sent], now: datetime) -> None:
+    """Store the providers' ids and statuses of a batch of accepted messages.
+
+    PostgreSQL: one ``UPDATE ... FROM (VALUES ...)`` per 1,000 messages (one statement to parse
+    and plan); SQLite: ``executemany`` (in-process, a statement per row costs no round trip)."""
+    rows = [
+        {
+            "mid": o.message.id,
+            "new_status": str(o.status),
+            "pid": o.provider_message_id,
+            "segs": o.segments,
+            "delivered_at": now if o.status == S.DELIVERED else None,
+        }
+        for o in sent
+    ]
+    live = sa.or_(messages.c.status == S.SENDING, messages.c.status == S.UNKNOWN)
+    if conn.dialect.name != "postgresql":
+        conn.execute(
+            sa.update(messages)
+            # Not IN (...): expanding parameters cannot be used with executemany.
+            .where(messages.c.id == sa.bindparam("mid"), live)
+            .values(
+                status=sa.bindparam("new_status"),
+                provider_message_id=sa.bindparam("pid"),
+                segments=sa.func.coalesce(sa.bindparam("segs"), messages.c.segments),
+                sent_at=now,
+                delivered_at=sa.bindparam("delivered_at", type_=UTCDateTime()),
+                lease_until=None,
+                updated_at=now,
+            ),
+            rows,
+        )
+        return
+    for start in range(0, len(rows), 1000):
+        v = sa.values(
+            sa.column("mid", sa.BigInteger()),
+            sa.column("new_status", sa.String()),
+            sa.column("pid", sa.String()),
+            sa.column("segs", sa.Integer()),
+            sa.column("delivered_at", UTCDateTime()),
+            name="v",
+        ).data(
+            [
+                (r["mid"], r["new_status"], r["pid"], r["segs"], r["delivered_at"])
+                for r in rows[start : start + 1000]
+            ]
+        )
+        conn.execute(
+            sa.update(messages)
+            .where(messages.c.id == v.c.mid, live)
+            .values(
+                status=v.c.new_status,
+                provider_message_id=v.c.pid,
+                segments=sa.func.coalesce(sa.cast(v.c.segs, sa.Integer()), messages.c.segments),
+                sent_at=now,
+                delivered_at=sa.cast(v.c.delivered_at, UTCDateTime()),
+                lease_until=None,
+                updated_at=now,
+            )
+        )
+
+
 def record(db: Database, outcomes: Sequence[Outcome], *, actor: str) -> None:
     """Store a batch of send outcomes in one transaction (one fsync for many messages)."""
     if not outcomes:
@@ -406,33 +475,7 @@ def record(db: Database, outcomes: Sequence[Outcome], *, actor: str) -> None:
     with db.write() as conn:
         sent = [o for o in outcomes if isinstance(o, Sent)]
         if sent:
-            conn.execute(
-                sa.update(messages)
-                .where(
-                    messages.c.id == sa.bindparam("mid"),
-                    # Not IN (...): expanding parameters cannot be used with executemany.
-                    sa.or_(messages.c.status == S.SENDING, messages.c.status == S.UNKNOWN),
-                )
-                .values(
-                    status=sa.bindparam("new_status"),
-                    provider_message_id=sa.bindparam("pid"),
-                    segments=sa.func.coalesce(sa.bindparam("segs"), messages.c.segments),
-                    sent_at=now,
-                    delivered_at=sa.bindparam("delivered_at"),
-                    lease_until=None,
-                    updated_at=now,
-                ),
-                [
-                    {
-                        "mid": o.message.id,
-                        "new_status": o.status,
-                        "pid": o.provider_message_id,
-                        "segs": o.segments,
-                        "delivered_at": now if o.status == S.DELIVERED else None,
-                    }
-                    for o in sent
-                ],
-            )
+            _mark_sent(conn, sent, now)
             events += [
                 event_row(
                     org_id=o.message.org_id,
@@ -506,15 +549,18 @@ def record(db: Database, outcomes: Sequence[Outcome], *, actor: str) -> None:
             by_channel[o.message.channel_id].append(o.provider_message_id)
         for channel_id, ids in sorted(by_channel.items()):
             lock_provider_ids(conn, channel_id, ids)
+        # Reports that beat the submit response: one look for the whole batch (usually none).
+        parked = orphaned_ids(conn, [(o.message.channel_id, o.provider_message_id) for o in sent])
         for o in sent:
-            apply_orphans(
-                conn,
-                o.message.id,
-                o.message.org_id,
-                o.message.channel_id,
-                o.provider_message_id,
-                now,
-            )
+            if (o.message.channel_id, o.provider_message_id) in parked:
+                apply_orphans(
+                    conn,
+                    o.message.id,
+                    o.message.org_id,
+                    o.message.channel_id,
+                    o.provider_message_id,
+                    now,
+                )
 
 
 def backoff(

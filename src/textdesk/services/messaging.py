@@ -1009,6 +1009,25 @@ def _advance(
         )
 
 
+def orphaned_ids(conn: Connection, keys: Sequence[tuple[int, str]]) -> set[tuple[int, str]]:
+    """Which of these (channel, provider id) pairs have parked reports waiting."""
+    found: set[tuple[int, str]] = set()
+    unique = sorted(set(keys))
+    for start in range(0, len(unique), 500):
+        chunk = unique[start : start + 500]
+        rows = conn.execute(
+            sa.select(orphan_reports.c.channel_id, orphan_reports.c.provider_message_id)
+            .where(
+                sa.tuple_(orphan_reports.c.channel_id, orphan_reports.c.provider_message_id).in_(
+                    chunk
+                )
+            )
+            .distinct()
+        )
+        found.update((r.channel_id, r.provider_message_id) for r in rows)
+    return found
+
+
 def apply_orphans(
     conn: Connection, message_id: int, org_id: int, channel_id: int, provider_id: str, now: datetime
 ) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from textdesk.providers.simulator.config import SimulatorConfig
 from textdesk.providers.simulator.script import Code
@@ -56,6 +57,31 @@ async def _json(request: Request) -> Any:
         return None  # reported as "must be a JSON object" by the state
 
 
+class _SendFastPath:
+    """Serves ``POST /v1/messages`` before FastAPI's routing: a benchmark's load generator is
+    this carrier, so its cost per send caps every dispatch figure measured against it."""
+
+    def __init__(self, app: ASGIApp, carrier: CarrierState) -> None:
+        self.app = app
+        self.carrier = carrier
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and scope["path"].endswith("/v1/messages")
+            and scope["path"][: -len("/v1/messages")] == scope.get("root_path", "")
+        ):
+            request = Request(scope, receive)
+            if not self.carrier.authorize(request.headers.get("authorization")):
+                response = _unauthorized()
+            else:
+                response = _respond(await self.carrier.submit(await _json(request)))
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 def create_carrier_app(
     config: SimulatorConfig | None = None, *, http: httpx.AsyncClient | None = None
 ) -> FastAPI:
@@ -76,6 +102,7 @@ def create_carrier_app(
         redoc_url=None,
     )
     app.state.carrier = carrier
+    app.add_middleware(_SendFastPath, carrier=carrier)
 
     @app.post("/v1/messages")
     async def send_message(request: Request) -> JSONResponse:
