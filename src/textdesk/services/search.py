@@ -89,7 +89,10 @@ def contact_text_clause(conn: Connection, q: str) -> sa.ColumnElement[bool] | No
         )
         return contacts.c.id.in_(matching)
     clause: sa.ColumnElement[bool] = sa.literal_column(PG_CONTACT_TSV).op("@@")(
-        sa.func.to_tsquery(sa.literal_column("'simple'"), sa.literal(tsquery_text(terms)))
+        sa.func.to_tsquery(
+            sa.literal_column("'simple'"),
+            sa.func.textdesk_unaccent(sa.literal(tsquery_text(terms))),
+        )
     )
     raw = q.strip()
     if "@" in raw and " " not in raw:
@@ -180,7 +183,10 @@ def _text_matches(conn: Connection, org_id: int, q: str, limit: int) -> list[Con
             .limit(limit)
         )
     else:
-        tsquery = sa.func.to_tsquery(sa.literal_column("'simple'"), sa.literal(tsquery_text(terms)))
+        tsquery = sa.func.to_tsquery(
+            sa.literal_column("'simple'"),
+            sa.func.textdesk_unaccent(sa.literal(tsquery_text(terms))),
+        )
         text = contact_text_clause(conn, q)
         assert text is not None
         query = (
@@ -226,7 +232,10 @@ def search_messages(conn: Connection, org_id: int, q: str, limit: int = 50) -> l
             )
         )
     else:
-        tsquery = sa.func.to_tsquery(sa.literal_column("'simple'"), sa.literal(tsquery_text(terms)))
+        tsquery = sa.func.to_tsquery(
+            sa.literal_column("'simple'"),
+            sa.func.textdesk_unaccent(sa.literal(tsquery_text(terms))),
+        )
         snippet = sa.func.ts_headline(
             sa.literal_column("'simple'"),
             messages.c.body,

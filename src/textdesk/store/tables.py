@@ -596,10 +596,13 @@ audit_log = sa.Table(
 #: PostgreSQL: the text the contacts' full-text index covers (``services.search`` must use the
 #: same expression for the planner to pick the index).
 PG_CONTACT_TSV = (
-    "to_tsvector('simple', coalesce(first_name, '') || ' ' || coalesce(last_name, '') || ' ' "
-    "|| coalesce(email, ''))"
+    "to_tsvector('simple', textdesk_unaccent(coalesce(first_name, '') || ' ' || "
+    "coalesce(last_name, '') || ' ' || coalesce(email, '')))"
 )
-PG_MESSAGE_TSV = "to_tsvector('simple', body)"
+PG_MESSAGE_TSV = "to_tsvector('simple', textdesk_unaccent(body))"
+#: The query side folds accents with the same function (migration 0003 creates it: an IMMUTABLE
+#: wrapper of the ``unaccent`` extension, so it may stand in an index expression).
+PG_UNACCENT = "textdesk_unaccent"
 
 ENGINE_SPECIFIC_PREFIXES = ("contacts_fts", "messages_fts", "ix_pg_")
 

@@ -16,7 +16,15 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-from textdesk.store.tables import PG_CONTACT_TSV, PG_MESSAGE_TSV, UTCDateTime
+from textdesk.store.tables import UTCDateTime
+
+# The search expressions as this revision created them (0003 replaces them; a revision must not
+# follow later changes of tables.py).
+PG_CONTACT_TSV = (
+    "to_tsvector('simple', coalesce(first_name, '') || ' ' || coalesce(last_name, '') || ' ' "
+    "|| coalesce(email, ''))"
+)
+PG_MESSAGE_TSV = "to_tsvector('simple', body)"
 
 revision: str = "0002"
 down_revision: str | None = "0001"
