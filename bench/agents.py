@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import shutil
-import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,7 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
-from bench.common import database, free_port, start, stop, wait_http
+from bench.common import database, free_port, run_wrk, start, stop, wait_http
 from textdesk.domain.roles import Role
 from textdesk.services import accounts, auth
 from textdesk.services.auth import Principal
@@ -264,43 +262,15 @@ def _bare_lua(workdir: Path) -> Path:
     return script
 
 
-def _wrk(url: str, script: Path, connections: int) -> dict[str, float]:
-    out = subprocess.run(
-        [
-            "wrk",
-            f"-t{_WRK_THREADS}",
-            f"-c{connections}",
-            f"-d{DURATION}",
-            "--timeout",
-            "10s",
-            "--latency",
-            "-s",
-            str(script),
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=300,
-    ).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-
-    def pct(p: str) -> float:
-        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)", out, re.M)
-        if not m:
-            return float("nan")
-        value, unit = float(m.group(1)), m.group(2)
-        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
-
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errors = re.search(r"Socket errors: (.*)", out)
-    return {
-        "rps": rps,
-        "p50": pct("50"),
-        "p99": pct("99"),
-        "errors": int(non2xx.group(1)) if non2xx else 0,
-        "socket": errors.group(1) if errors else "",
-    }
+def _wrk(url: str, script: Path, connections: int) -> dict[str, Any]:
+    return run_wrk(
+        url,
+        script,
+        threads=_WRK_THREADS,
+        connections=connections,
+        duration=DURATION,
+        request_timeout="10s",
+    )
 
 
 def _count(url: str) -> tuple[int, int]:

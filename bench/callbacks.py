@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
-import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
-from bench.common import count_by_status, database, free_port, seed_outbox, start, stop, wait_http
+from bench.common import (
+    count_by_status,
+    database,
+    free_port,
+    run_wrk,
+    seed_outbox,
+    start,
+    stop,
+    wait_http,
+)
 from textdesk.providers.simulator import signing
 
 SECRET = "simulator-secret"  # noqa: S105 - the simulator's public default
@@ -65,30 +73,8 @@ def _bare_lua(workdir: Path) -> Path:
     return script
 
 
-def _wrk(url: str, script: Path) -> dict[str, float]:
-    out = subprocess.run(
-        ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{DURATION}", "--latency", "-s", str(script), url],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    ).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-
-    def pct(p: str) -> float:
-        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)", out, re.M)
-        if not m:
-            return float("nan")
-        value, unit = float(m.group(1)), m.group(2)
-        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
-
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {
-        "rps": rps,
-        "p50": pct("50"),
-        "p99": pct("99"),
-        "errors": int(non2xx.group(1)) if non2xx else 0,
-    }
+def _wrk(url: str, script: Path) -> dict[str, Any]:
+    return run_wrk(url, script, threads=2, connections=CONNECTIONS, duration=DURATION, timeout=120)
 
 
 def run(workdir: Path, *, messages: int = 40_000) -> list[dict[str, object]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import socket
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import sqlalchemy as sa
@@ -196,3 +198,41 @@ def stop(*procs: subprocess.Popen[bytes]) -> None:
             p.wait(timeout=20)
         except subprocess.TimeoutExpired:
             p.kill()
+
+
+def run_wrk(
+    url: str,
+    script: Path,
+    *,
+    threads: int,
+    connections: int,
+    duration: str,
+    request_timeout: str | None = None,
+    timeout: float = 300,
+) -> dict[str, Any]:
+    """Run wrk with a Lua script and read its report: requests/s, p50/p99 in ms, non-2xx
+    responses and socket errors."""
+    args = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}", "--latency"]
+    if request_timeout:
+        args += ["--timeout", request_timeout]
+    out = subprocess.run(
+        [*args, "-s", str(script), url], capture_output=True, text=True, check=True, timeout=timeout
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+    def pct(p: str) -> float:
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)", out, re.M)
+        if not m:
+            return float("nan")
+        value, unit = float(m.group(1)), m.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    return {
+        "rps": rps,
+        "p50": pct("50"),
+        "p99": pct("99"),
+        "errors": int(non2xx.group(1)) if non2xx else 0,
+        "socket": errors.group(1) if errors else "",
+    }
