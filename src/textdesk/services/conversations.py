@@ -712,7 +712,10 @@ def composer_findings(
         )
     ).scalar_one()
     policy = compliance.content_policy(org.name, org.settings, first_message=not reached)
-    fixes = {f.code: f.fix for f in content.check(raw if raw is not None else text, policy)}
+    findings = content.check(text, policy)
+    # The fixes are offered on what was typed; with no merge field in it, that is ``text``.
+    typed = findings if raw is None or raw == text else content.check(raw, policy)
+    fixes = {f.code: f.fix for f in typed}
     return [
         {
             "code": f.code,
@@ -720,7 +723,7 @@ def composer_findings(
             "message": f.message,
             "fix": fixes.get(f.code) if f.fix is not None else None,
         }
-        for f in content.check(text, policy)
+        for f in findings
     ]
 
 

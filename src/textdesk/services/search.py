@@ -75,6 +75,15 @@ def tsquery_text(terms: list[str]) -> str:
     return " & ".join("'" + w.replace("\\", "\\\\").replace("'", "''") + "':*" for w in terms)
 
 
+def pg_tsquery(terms: list[str]) -> sa.ColumnElement[Any]:
+    """The PostgreSQL query for ``terms``, accents folded by ``textdesk_unaccent`` (the IMMUTABLE
+    wrapper of the ``unaccent`` extension that migration 0003 creates and the index expressions
+    ``PG_CONTACT_TSV``/``PG_MESSAGE_TSV`` use), so "jose" matches "José" as on SQLite."""
+    return sa.func.to_tsquery(
+        sa.literal_column("'simple'"), sa.func.textdesk_unaccent(sa.literal(tsquery_text(terms)))
+    )
+
+
 def contact_text_clause(conn: Connection, q: str) -> sa.ColumnElement[bool] | None:
     """Full-text match on first name, last name and e-mail; ``None`` when ``q`` has no words."""
     terms = words(q)
@@ -88,12 +97,7 @@ def contact_text_clause(conn: Connection, q: str) -> sa.ColumnElement[bool] | No
             .where(sa.literal_column("contacts_fts").op("MATCH")(sa.literal(fts5_query(terms))))
         )
         return contacts.c.id.in_(matching)
-    clause: sa.ColumnElement[bool] = sa.literal_column(PG_CONTACT_TSV).op("@@")(
-        sa.func.to_tsquery(
-            sa.literal_column("'simple'"),
-            sa.func.textdesk_unaccent(sa.literal(tsquery_text(terms))),
-        )
-    )
+    clause: sa.ColumnElement[bool] = sa.literal_column(PG_CONTACT_TSV).op("@@")(pg_tsquery(terms))
     raw = q.strip()
     if "@" in raw and " " not in raw:
         # PostgreSQL's parser keeps a whole address as one lexeme and splits a half-typed one
@@ -183,10 +187,7 @@ def _text_matches(conn: Connection, org_id: int, q: str, limit: int) -> list[Con
             .limit(limit)
         )
     else:
-        tsquery = sa.func.to_tsquery(
-            sa.literal_column("'simple'"),
-            sa.func.textdesk_unaccent(sa.literal(tsquery_text(terms))),
-        )
+        tsquery = pg_tsquery(terms)
         text = contact_text_clause(conn, q)
         assert text is not None
         query = (
@@ -232,10 +233,7 @@ def search_messages(conn: Connection, org_id: int, q: str, limit: int = 50) -> l
             )
         )
     else:
-        tsquery = sa.func.to_tsquery(
-            sa.literal_column("'simple'"),
-            sa.func.textdesk_unaccent(sa.literal(tsquery_text(terms))),
-        )
+        tsquery = pg_tsquery(terms)
         snippet = sa.func.ts_headline(
             sa.literal_column("'simple'"),
             messages.c.body,

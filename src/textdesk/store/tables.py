@@ -600,9 +600,6 @@ PG_CONTACT_TSV = (
     "coalesce(last_name, '') || ' ' || coalesce(email, '')))"
 )
 PG_MESSAGE_TSV = "to_tsvector('simple', textdesk_unaccent(body))"
-#: The query side folds accents with the same function (migration 0003 creates it: an IMMUTABLE
-#: wrapper of the ``unaccent`` extension, so it may stand in an index expression).
-PG_UNACCENT = "textdesk_unaccent"
 
 ENGINE_SPECIFIC_PREFIXES = ("contacts_fts", "messages_fts", "ix_pg_")
 
