@@ -202,9 +202,9 @@ def test_other_processes_hear_it_through_postgresql(db: Database, db_url: str) -
     thread.join(5)
     assert len(heard) == 1, heard
     raw = json.loads(heard[0])
-    assert (raw["k"], raw["org"], raw["d"]) == ("message.new", org, {"message_id": 5})
+    assert raw["e"] == [[org, "message.new", {"message_id": 5}]]
     # Our own process skips its own notifications; another process's are delivered.
-    assert events.parse_notification(heard[0]) is None
+    assert events.parse_notification(heard[0]) == []
     foreign = json.dumps({**raw, "o": "another-process"})
 
     async def run() -> None:
@@ -226,3 +226,53 @@ def test_other_processes_hear_it_through_postgresql(db: Database, db_url: str) -
             sub.close()
 
     asyncio.run(run())
+
+
+def test_one_notification_carries_many_events_of_a_transaction(db: Database, db_url: str) -> None:
+    """A transaction that publishes many events sends a few packed notifications, in order, each
+    under PostgreSQL's limit; another process unpacks every event."""
+    if db.dialect != "postgresql":
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's")
+    org = _org(db, "one")
+    heard: list[str] = []
+    ready = threading.Event()
+    stop = threading.Event()
+
+    def listen() -> None:
+        import psycopg
+
+        dsn = db_url.replace("postgresql+psycopg://", "postgresql://", 1)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"LISTEN {events.CHANNEL}")
+            ready.set()
+            while not stop.is_set():
+                for note in conn.notifies(timeout=0.2):
+                    heard.append(note.payload)
+
+    thread = threading.Thread(target=listen, daemon=True)
+    thread.start()
+    assert ready.wait(5)
+    with db.write() as conn:
+        for n in range(300):
+            events.publish(conn, org, "message.new", {"message_id": n, "conversation_id": n})
+        with pytest.raises(RuntimeError), conn.begin_nested():
+            events.publish(conn, org, "rolled.back", {"n": 0})
+            raise RuntimeError("boom")
+    time.sleep(0.6)
+    stop.set()
+    thread.join(5)
+    assert 1 < len(heard) < 20, len(heard)
+    assert all(len(p.encode()) < 8000 for p in heard)
+    got = [
+        ev
+        for payload in heard
+        for ev in events.parse_notification(payload.replace(events._ORIGIN, "elsewhere"))
+    ]
+    assert [ev.data["message_id"] for ev in got] == list(range(300))
+    assert {(ev.kind, ev.org_id) for ev in got} == {("message.new", org)}
+
+
+def test_the_single_event_payload_of_earlier_versions_is_still_read() -> None:
+    old = json.dumps({"o": "elsewhere", "org": 3, "k": "message.new", "d": {"message_id": 9}})
+    assert events.parse_notification(old) == [events.Event("message.new", {"message_id": 9}, 3)]
+    assert events.parse_notification("not json") == []

@@ -9,10 +9,14 @@ back (a savepoint rolled back drops the events published inside it, too):
   after-commit hook on a Core connection; the ``commit`` event fires *before* the COMMIT).
 - On PostgreSQL the same transaction also runs ``pg_notify('textdesk_events', json)``, which
   PostgreSQL delivers only on commit; every other process's ``PgEventListener`` thread feeds its
-  own bus. A process ignores its own notifications (it already delivered them locally).
+  own bus. A process ignores its own notifications (it already delivered them locally). The
+  notifications are sent once, just before the COMMIT, with as many of the transaction's events
+  packed into each as fit: a transaction that publishes a hundred events (a batch of sends)
+  costs one or two ``pg_notify`` calls, not a hundred (PostgreSQL serializes the commits of
+  notifying transactions, so each one counts).
 
 Payloads carry ids, not content (NOTIFY's limit is 8000 bytes, and a client must fetch what it
-may see anyway); a long id list is split over several notifications.
+may see anyway); a long id list is split over several events.
 
 Subscribers are per organization. A subscriber that reads slowly never blocks a publisher: its
 buffer is bounded, the oldest events are dropped when it is full, and the next thing it reads is
@@ -180,10 +184,6 @@ def publish(conn: Connection, org_id: int, kind: str, data: dict[str, Any]) -> N
     if not conn.in_transaction():
         raise RuntimeError("events.publish must be called inside a transaction")
     parts = _split(data)
-    if conn.dialect.name == "postgresql":
-        for part in parts:
-            payload = json.dumps({"o": _ORIGIN, "org": org_id, "k": kind, "d": part})
-            conn.exec_driver_sql("SELECT pg_notify(%(c)s, %(p)s)", {"c": CHANNEL, "p": payload})
     _install(conn.engine)
     pending: list[Event] = conn.info.setdefault(_PENDING, [])
     pending.extend(Event(kind, part, org_id) for part in parts)
@@ -235,11 +235,49 @@ def _install(engine: Engine) -> None:
 
 
 def _on_commit(conn: Connection) -> None:
-    # Fires just before the COMMIT: park the events; a failed COMMIT is followed by a rollback.
+    # Fires just before the COMMIT: tell the other processes (PostgreSQL delivers the
+    # notifications only if the COMMIT succeeds) and park the events for this one; a failed
+    # COMMIT is followed by a rollback, which drops them.
     pending = conn.info.pop(_PENDING, None)
     conn.info.pop(_SAVEPOINTS, None)
     if pending:
+        if conn.dialect.name == "postgresql":
+            _notify(conn, pending)
         conn.info.setdefault(_COMMITTING, []).extend(pending)
+
+
+def notification_payloads(pending: list[Event]) -> list[str]:
+    """The NOTIFY payloads carrying ``pending``, in order, each under the size limit."""
+    payloads: list[str] = []
+    batch: list[str] = []
+    size = 0
+    for ev in pending:
+        item = json.dumps([ev.org_id, ev.kind, ev.data])
+        if batch and size + len(item) + 1 > MAX_PAYLOAD_BYTES - 64:
+            payloads.append(_packed(batch))
+            batch, size = [], 0
+        batch.append(item)
+        size += len(item) + 1
+    if batch:
+        payloads.append(_packed(batch))
+    return payloads
+
+
+def _packed(items: list[str]) -> str:
+    return '{"o": ' + json.dumps(_ORIGIN) + ', "e": [' + ", ".join(items) + "]}"
+
+
+def _notify(conn: Connection, pending: list[Event]) -> None:
+    # The commit hook runs inside SQLAlchemy's commit, so it talks to the driver directly (the
+    # transaction is still open here; a Core execute would try to start another).
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+    cursor = raw.cursor()
+    try:
+        for payload in notification_payloads(pending):
+            cursor.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
+    finally:
+        cursor.close()
 
 
 def _on_rollback(conn: Connection) -> None:
@@ -291,16 +329,20 @@ def _on_invalidate(dbapi_conn: Any, record: Any, exc: BaseException | None) -> N
 # --- other processes (PostgreSQL) ---------------------------------------------------------------
 
 
-def parse_notification(payload: str) -> Event | None:
-    """An event from another process's NOTIFY payload (None: ours, or not an event)."""
+def parse_notification(payload: str) -> list[Event]:
+    """The events in another process's NOTIFY payload (none: ours, or not events). A payload
+    is ``{"o": origin, "e": [[org, kind, data], ...]}``; the single-event form of earlier
+    versions (``{"o", "org", "k", "d"}``) is still read, for a rolling upgrade."""
     try:
         raw = json.loads(payload)
         if raw.get("o") == _ORIGIN:
-            return None
-        return Event(str(raw["k"]), dict(raw["d"]), int(raw["org"]))
+            return []
+        if "e" in raw:
+            return [Event(str(k), dict(d), int(org)) for org, k, d in raw["e"]]
+        return [Event(str(raw["k"]), dict(raw["d"]), int(raw["org"]))]
     except (ValueError, KeyError, TypeError, AttributeError):
         log.warning("ignoring a malformed %s notification", CHANNEL)
-        return None
+        return []
 
 
 class PgEventListener:
@@ -333,8 +375,7 @@ class PgEventListener:
                     self._listening.set()
                     while not self._stop.is_set():
                         for note in conn.notifies(timeout=1.0):
-                            ev = parse_notification(note.payload)
-                            if ev is not None:
+                            for ev in parse_notification(note.payload):
                                 _bus.deliver(ev)
             except psycopg.Error as exc:
                 log.warning("events LISTEN connection lost (%s); reconnecting", exc)
