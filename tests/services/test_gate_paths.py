@@ -1,7 +1,8 @@
 """Every outbound path goes through the gate.
 
-Outbound messages come into being in one place, ``messaging.queue_outbound``, which runs the
-gate before it inserts; the worker runs it again at claim. These tests read the source: a new
+Outbound messages come into being in one place, ``messaging.queue_outbound_many`` (which
+``queue_outbound`` calls for one message), which runs the gate before it inserts; the worker
+runs it again at claim. These tests read the source: a new
 path that inserts messages itself, or a new caller of ``queue_outbound``, fails here until it
 is listed (and reviewed).
 """
@@ -21,7 +22,14 @@ KNOWN_CALLERS = {
     # An agent confirming a flagged reply as an opt-out: the one confirmation text, with
     # optout's idempotency key (purpose compliance).
     ("services/conversations.py", "review"),
-    ("services/p2p.py", "_send"),  # the send screen: one message per contact and step
+}
+#: Every function that creates outbound messages in groups (one transaction for many people's
+#: separate actions), and why it is there.
+KNOWN_GROUP_CALLERS = {
+    ("services/messaging.py", "queue_outbound"),  # the single message is a group of one
+    # The send screen: one message per contact and step, each from its own human action; the
+    # actions that arrive together share a transaction (group commit).
+    ("services/p2p.py", "_send_wave"),
 }
 
 
@@ -74,12 +82,18 @@ def test_only_queue_outbound_and_receive_inbound_insert_messages() -> None:
 
 def test_every_caller_of_queue_outbound_is_known() -> None:
     assert _functions_calling("queue_outbound") == KNOWN_CALLERS
+    assert _functions_calling("queue_outbound_many") == KNOWN_GROUP_CALLERS
 
 
 def test_queue_outbound_runs_the_gate_before_inserting() -> None:
     source = (SRC / "services" / "messaging.py").read_text()
-    body = source[source.index("def queue_outbound") : source.index("def _spacing")]
-    assert body.index("compliance.evaluate(") < body.index("messages.insert()")
+    wave = source[source.index("def _queue_wave") : source.index("def _known_keys")]
+    assert wave.index("_plan(") < wave.index("_INSERT_MESSAGES")
+    plan = source[source.index("def _plan(") :]
+    assert plan.index("compliance.evaluate(") < plan.index("status_for(")
+    # The outbound insert is built once and used only there.
+    assert "_INSERT_MESSAGES = messages.insert()" in source
+    assert source.count("_INSERT_MESSAGES") - wave.count("_INSERT_MESSAGES") == 1
 
 
 def test_the_claim_runs_the_gate_again() -> None:

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from tests.conftest import Org
 from tests.services.p2p_helpers import add_question, rows, setup
+from textdesk.services import p2p
+from textdesk.settings import Settings
 from textdesk.store.db import Database
 from textdesk.store.tables import messages
+from textdesk.web.app import create_app
 
 
 def test_batch_next_send_and_repeat(client: TestClient, db: Database, acme: Org) -> None:
@@ -133,3 +141,55 @@ def test_survey_answer(client: TestClient, db: Database, acme: Org) -> None:
         headers=acme.agent.headers,
     )
     assert (r.status_code, r.json()["field"]) == (422, "option")
+
+
+def test_sends_arriving_together_share_a_transaction_and_keep_their_answers(
+    settings: Settings, db: Database, acme: Org, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Group commit: concurrent send requests are carried out together (fewer transactions than
+    requests), and each still gets its own answer: its message, a repeat, or its refusal."""
+    p = setup(db, acme, 30, zone="day")
+    agent = acme.agent.user.id
+    base = f"/api/v1/campaigns/{p.campaign_id}"
+    headers = acme.admin.headers
+    groups: list[int] = []
+    real = p2p.send_many
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        groups.append(len(args[2]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(p2p, "send_many", counted)
+
+    async def run() -> list[httpx.Response]:
+        app = create_app(settings, db)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            batch = await client.post(
+                f"{base}/assignments", json={"count": 25, "agent_id": agent}, headers=headers
+            )
+            assert batch.status_code == 200, batch.text
+            ids = [c["contact_id"] for c in batch.json()["contacts"]]
+            wanted = [*ids, ids[0], ids[0], p.contact_ids[-1]]  # two repeats, one not held
+            return list(
+                await asyncio.gather(
+                    *(
+                        client.post(
+                            f"{base}/send",
+                            json={"contact_id": c, "agent_id": agent},
+                            headers=headers,
+                        )
+                        for c in wanted
+                    )
+                )
+            )
+
+    answers = asyncio.run(run())
+    same = [answers[0], answers[25], answers[26]]  # three presses for the first contact
+    assert sorted(a.status_code for a in same) == [200, 200, 201]
+    assert len({a.json()["message"]["id"] for a in same}) == 1  # the repeats got it back
+    assert [a.status_code for a in answers[1:25]] == [201] * 24
+    assert answers[-1].status_code == 409 and answers[-1].json()["reason"] == "not_assigned"
+    assert sum(groups) == len(answers) and len(groups) < len(answers), groups
+    with db.read() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(messages)).scalar_one() == 25

@@ -313,14 +313,25 @@ _KEY_CACHE_MAX = 10_000
 _key_cache: dict[tuple[int, str], tuple[float, Principal]] = {}
 
 
+def cached_api_key(db: Database, plain: str) -> Principal | None:
+    """The key's principal if it was resolved within ``API_KEY_CACHE_SECONDS`` (no database
+    work); None means "not known here", not "invalid": then call ``resolve_api_key``."""
+    if not plain.startswith(API_KEY_PREFIX):
+        return None
+    hit = _key_cache.get((id(db), _sha256(plain)))
+    if hit is not None and time.monotonic() - hit[0] < API_KEY_CACHE_SECONDS:
+        return hit[1]
+    return None
+
+
 def resolve_api_key(db: Database, plain: str) -> Principal | None:
     if not plain.startswith(API_KEY_PREFIX):
         return None
+    cached = cached_api_key(db, plain)
+    if cached is not None:
+        return cached
     digest = _sha256(plain)
     slot = (id(db), digest)
-    hit = _key_cache.get(slot)
-    if hit is not None and time.monotonic() - hit[0] < API_KEY_CACHE_SECONDS:
-        return hit[1]
     with db.read() as conn:
         row = conn.execute(sa.select(api_keys).where(api_keys.c.key_hash == digest)).first()
     if row is None or row.revoked_at is not None:

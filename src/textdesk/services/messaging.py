@@ -27,7 +27,7 @@ from textdesk.services import compliance, org_settings
 from textdesk.services import events as live
 from textdesk.services.auth import Principal
 from textdesk.services.compliance import Recipient, Verdict
-from textdesk.services.errors import Invalid, NotFound
+from textdesk.services.errors import Invalid, NotFound, ServiceError
 from textdesk.settings import Settings
 from textdesk.store.db import Database
 from textdesk.store.tables import (
@@ -170,13 +170,8 @@ def _conversation(conn: Connection, org_id: int, contact_id: int, now: datetime)
     return conn.execute(query).one()
 
 
-#: The channels a message may go out on, built once (building Core statements per message was
-#: most of a send's cost; a pre-built statement compiles once and is cached by SQLAlchemy).
-_ACTIVE_CHANNEL = sa.select(channels.c.id).where(
-    channels.c.id == sa.bindparam("channel_id"),
-    channels.c.org_id == sa.bindparam("org_id"),
-    channels.c.is_active,
-)
+#: The organization's active sender numbers, built once (building Core statements per message
+#: was most of a send's cost; a pre-built statement compiles once and is cached by SQLAlchemy).
 _CHANNEL_POOL = (
     sa.select(channels.c.id)
     .where(channels.c.org_id == sa.bindparam("org_id"), channels.c.is_active)
@@ -184,20 +179,17 @@ _CHANNEL_POOL = (
 )
 
 
-def _pick_channel(
-    conn: Connection, org_id: int, sticky: int | None, explicit: int | None, phone: str
+def _choose_channel(
+    pool: Sequence[int], sticky: int | None, explicit: int | None, phone: str
 ) -> int:
+    """The sender number among the organization's active ones (``pool``, by id)."""
     if explicit is not None:
-        found = conn.execute(_ACTIVE_CHANNEL, {"channel_id": explicit, "org_id": org_id}).scalar()
-        if found is None:
+        if explicit not in pool:
             raise Invalid(f"channel {explicit} is not an active sender number", field="channel_id")
-        return int(found)
-    if sticky is not None:
+        return explicit
+    if sticky is not None and sticky in pool:
         # Sticky sender: a contact keeps the number it last talked to.
-        found = conn.execute(_ACTIVE_CHANNEL, {"channel_id": sticky, "org_id": org_id}).scalar()
-        if found is not None:
-            return int(found)
-    pool = conn.execute(_CHANNEL_POOL, {"org_id": org_id}).scalars().all()
+        return sticky
     if not pool:
         raise Invalid("this organization has no active sender number", field="channel_id")
     # Spread new contacts over the pool deterministically, so a retry picks the same number.
@@ -258,9 +250,10 @@ def outbound_context(conn: Connection, org_id: int, contact_id: int) -> Outbound
 
 
 def _history_statement() -> Any:
-    """The contact's outbound history the gate needs, in one statement: the capped sends of the
-    last 24 hours (as ``recent_sends(include_queued=True)`` counts them) and whether anything
-    that can reach the contact was ever sent (the first-message content rules)."""
+    """The outbound history the gate needs, per contact, in one statement: the capped sends of
+    the last 24 hours (as ``recent_sends(include_queued=True)`` counts them), whether anything
+    that can reach the contact was ever sent (the first-message content rules), and the latest
+    send time (the spacing between messages to one contact)."""
     when = sa.type_coerce(
         sa.func.coalesce(messages.c.sent_at, messages.c.created_at), UTCDateTime()
     )
@@ -275,17 +268,25 @@ def _history_statement() -> Any:
         messages.c.purpose != compliance.Purpose.COMPLIANCE,
         messages.c.status.not_in([S.BLOCKED, S.EXPIRED, S.FAILED]),
     )
-    return sa.select(
-        sa.func.count(sa.case((capped, 1))).label("total"),
-        sa.func.count(sa.case((marketing, 1))).label("marketing"),
-        sa.type_coerce(sa.func.min(sa.case((capped, when))), UTCDateTime()).label("oldest"),
-        sa.type_coerce(sa.func.min(sa.case((marketing, when))), UTCDateTime()).label(
-            "oldest_marketing"
-        ),
-        sa.func.count(sa.case((reaches, 1))).label("reaching"),
-    ).where(
-        messages.c.contact_id == sa.bindparam("contact_id"),
-        messages.c.direction == Direction.OUTBOUND,
+    latest = sa.func.max(sa.func.coalesce(messages.c.send_after, messages.c.created_at))
+    return (
+        sa.select(
+            messages.c.contact_id,
+            sa.func.count(sa.case((capped, 1))).label("total"),
+            sa.func.count(sa.case((marketing, 1))).label("marketing"),
+            sa.type_coerce(sa.func.min(sa.case((capped, when))), UTCDateTime()).label("oldest"),
+            sa.type_coerce(sa.func.min(sa.case((marketing, when))), UTCDateTime()).label(
+                "oldest_marketing"
+            ),
+            sa.func.count(sa.case((reaches, 1))).label("reaching"),
+            # type_coerce: an aggregate loses the column type, and SQLite would hand back text.
+            sa.type_coerce(latest, UTCDateTime()).label("latest"),
+        )
+        .where(
+            messages.c.contact_id.in_(sa.bindparam("contact_ids", expanding=True)),
+            messages.c.direction == Direction.OUTBOUND,
+        )
+        .group_by(messages.c.contact_id)
     )
 
 
@@ -297,9 +298,9 @@ _UPSERTS: dict[tuple[str, bool], Any] = {}
 
 def _conversation_upsert(dialect: str, for_campaign: bool) -> Any:
     """Create the contact's conversation or touch it, in one statement (``INSERT ... ON
-    CONFLICT (org_id, contact_id) DO UPDATE ... RETURNING id``; both engines have it): the
-    sticky sender is set once, and a campaign's first message gives the thread to its agent
-    unless someone already has it."""
+    CONFLICT (org_id, contact_id) DO UPDATE ... RETURNING``; both engines have it): the sticky
+    sender is set once, and a campaign's first message gives the thread to its agent unless
+    someone already has it. Executed with many rows, it is one multi-row statement."""
     key = (dialect, for_campaign)
     stmt = _UPSERTS.get(key)
     if stmt is None:
@@ -315,9 +316,34 @@ def _conversation_upsert(dialect: str, for_campaign: bool) -> Any:
             changes["campaign_id"] = base.excluded.campaign_id
         stmt = base.on_conflict_do_update(
             index_elements=[c.org_id, c.contact_id], set_=changes
-        ).returning(c.id)
+        ).returning(c.org_id, c.contact_id, c.id)
         _UPSERTS[key] = stmt
     return stmt
+
+
+#: Rows come back in no particular order (SQLite's multi-row RETURNING has none): a wave has
+#: each contact once, so they are matched by contact.
+_INSERT_MESSAGES = messages.insert().returning(*messages.c)
+
+
+@dataclass(frozen=True)
+class Outbound:
+    """One message for :func:`queue_outbound_many`; the fields are ``queue_outbound``'s
+    arguments (see there)."""
+
+    org_id: int
+    contact_id: int
+    body: str
+    actor: str
+    purpose: str = compliance.Purpose.CONVERSATIONAL
+    created_by: int | None = None
+    channel_id: int | None = None
+    idempotency_key: str | None = None
+    priority: int = PRIORITY_REPLY
+    context: OutboundContext | None = None
+    lookup_key: bool = True
+    campaign_id: int | None = None
+    assign_to: int | None = None
 
 
 def queue_outbound(
@@ -348,49 +374,301 @@ def queue_outbound(
     the agent unless it has an assignee.
 
     The caller commits, then calls ``wakeup.notify()`` (``send_message`` does both)."""
-    if idempotency_key is not None and lookup_key:
-        existing = conn.execute(
-            sa.select(messages).where(
-                messages.c.org_id == org_id, messages.c.idempotency_key == idempotency_key
+    item = Outbound(
+        org_id=org_id,
+        contact_id=contact_id,
+        body=body,
+        actor=actor,
+        purpose=purpose,
+        created_by=created_by,
+        channel_id=channel_id,
+        idempotency_key=idempotency_key,
+        priority=priority,
+        context=context,
+        lookup_key=lookup_key,
+        campaign_id=campaign_id,
+        assign_to=assign_to,
+    )
+    result = queue_outbound_many(conn, settings, [item], now=now)[0]
+    if isinstance(result, ServiceError):
+        raise result
+    return result
+
+
+def queue_outbound_many(
+    conn: Connection,
+    settings: Settings,
+    items: Sequence[Outbound],
+    *,
+    now: datetime | None = None,
+) -> list[Queued | ServiceError]:
+    """Create many outbound messages in the caller's transaction, each exactly as
+    ``queue_outbound`` would, with a handful of statements for all of them (the send screen's
+    group commit). Each item gets its message, or the error that refused it (nothing was written
+    for that item). Items for the same contact (or idempotency key) are handled one after the
+    other, so each sees the messages the earlier ones created."""
+    now = now or utcnow()
+    results: list[Queued | ServiceError | None] = [None] * len(items)
+    for wave in _waves(items):
+        _queue_wave(conn, settings, items, wave, now, results)
+    return [r for r in results if r is not None]
+
+
+def _waves(items: Sequence[Outbound]) -> list[list[int]]:
+    """Indexes of ``items`` in waves with no contact or idempotency key twice in one wave."""
+    waves: list[list[int]] = []
+    last: dict[Any, int] = {}
+    for i, it in enumerate(items):
+        marks: list[tuple[str, int, int | str]] = [("c", it.org_id, it.contact_id)]
+        if it.idempotency_key is not None:
+            marks.append(("k", it.org_id, it.idempotency_key))
+        wave = max((last[m] + 1 for m in marks if m in last), default=0)
+        if wave == len(waves):
+            waves.append([])
+        waves[wave].append(i)
+        for m in marks:
+            last[m] = wave
+    return waves
+
+
+@dataclass
+class _Plan:
+    index: int
+    item: Outbound
+    context: OutboundContext
+    channel: int
+    purpose: compliance.Purpose
+    row: dict[str, Any]
+    decision: compliance.Decision
+
+
+def _queue_wave(
+    conn: Connection,
+    settings: Settings,
+    items: Sequence[Outbound],
+    wave: list[int],
+    now: datetime,
+    results: list[Queued | ServiceError | None],
+) -> None:
+    todo = _known_keys(conn, items, wave, results)
+    checked: list[tuple[int, compliance.Purpose, OutboundContext]] = []
+    for i in todo:
+        it = items[i]
+        try:
+            purpose = _checked(it)
+            context = it.context or outbound_context(conn, it.org_id, it.contact_id)
+        except ServiceError as exc:
+            results[i] = exc
+            continue
+        checked.append((i, purpose, context))
+    if not checked:
+        return
+    pools = {
+        org_id: list(conn.execute(_CHANNEL_POOL, {"org_id": org_id}).scalars())
+        for org_id in {items[i].org_id for i, _p, _c in checked}
+    }
+    needs_history = settings.contact_spacing_seconds > 0 or any(
+        p != compliance.Purpose.COMPLIANCE and not c.recipient.opted_out for _i, p, c in checked
+    )
+    history = {}
+    if needs_history:
+        history = {
+            row.contact_id: row
+            for row in conn.execute(
+                _HISTORY,
+                {
+                    "contact_ids": sorted({items[i].contact_id for i, _p, _c in checked}),
+                    "since": now - timedelta(hours=24),
+                },
             )
-        ).first()
+        }
+    valid_until = now + timedelta(hours=settings.message_validity_hours)
+    plans: list[_Plan] = []
+    for i, purpose, context in checked:
+        it = items[i]
+        try:
+            channel = _choose_channel(
+                pools[it.org_id],
+                context.conversation_channel_id,
+                it.channel_id,
+                context.recipient.phone_e164,
+            )
+        except ServiceError as exc:
+            results[i] = exc
+            continue
+        plans.append(
+            _plan(
+                settings,
+                i,
+                it,
+                purpose,
+                context,
+                channel,
+                history.get(it.contact_id),
+                now,
+                valid_until,
+            )
+        )
+    if not plans:
+        return
+    conversation_ids: dict[tuple[int, int], int] = {}
+    for for_campaign in (False, True):
+        group = [p for p in plans if (p.item.campaign_id is not None) == for_campaign]
+        if not group:
+            continue
+        upserted = conn.execute(
+            _conversation_upsert(conn.dialect.name, for_campaign),
+            [
+                {
+                    "org_id": p.item.org_id,
+                    "contact_id": p.item.contact_id,
+                    "status": "open",
+                    "channel_id": p.channel,
+                    "assignee_id": p.item.assign_to,
+                    "campaign_id": p.item.campaign_id,
+                    "last_message_at": now,
+                    "created_at": now,
+                }
+                for p in group
+            ],
+        ).all()
+        assert len(upserted) == len(group)
+        for org_id, contact_id, conversation_id in upserted:
+            conversation_ids[(org_id, contact_id)] = conversation_id
+    for p in plans:
+        p.row["conversation_id"] = conversation_ids[(p.item.org_id, p.item.contact_id)]
+    stored = {
+        (r.org_id, r.contact_id): r for r in conn.execute(_INSERT_MESSAGES, [p.row for p in plans])
+    }
+    assert len(stored) == len(plans)
+    inserted = [stored[(p.item.org_id, p.item.contact_id)] for p in plans]
+    event_rows: list[dict[str, Any]] = []
+    queued = False
+    for p, row in zip(plans, inserted, strict=True):
+        message = Message.from_row(row)
+        results[p.index] = Queued(message, created=True)
+        event_rows.append(
+            event_row(
+                org_id=message.org_id,
+                message_id=message.id,
+                from_status=None,
+                to_status=S.PENDING,
+                actor=p.item.actor,
+                now=now,
+                reason="created",
+            )
+        )
+        if message.status != S.PENDING or p.decision.verdict is Verdict.DEFER:
+            event_rows.append(
+                event_row(
+                    org_id=message.org_id,
+                    message_id=message.id,
+                    from_status=S.PENDING,
+                    to_status=message.status,
+                    actor="system:gate",
+                    now=now,
+                    reason=p.decision.code,
+                    detail=p.decision.detail,
+                )
+            )
+        queued = queued or message.status == S.QUEUED
+    add_events(conn, event_rows)
+    if queued:
+        wakeup.notify_in_transaction(conn)
+    for p, row in zip(plans, inserted, strict=True):
+        live.publish(
+            conn,
+            p.item.org_id,
+            "message.new",
+            {"message_id": row.id, "conversation_id": row.conversation_id, "direction": "out"},
+        )
+
+
+def _known_keys(
+    conn: Connection,
+    items: Sequence[Outbound],
+    wave: list[int],
+    results: list[Queued | ServiceError | None],
+) -> list[int]:
+    """Answer the items whose idempotency key already has a message (``created=False``); the
+    rest are returned, to be created."""
+    lookups: dict[int, list[int]] = {}
+    for i in wave:
+        it = items[i]
+        if it.idempotency_key is not None and it.lookup_key:
+            lookups.setdefault(it.org_id, []).append(i)
+    found: dict[tuple[int, str], Message] = {}
+    for org_id, indexes in lookups.items():
+        keys = [items[i].idempotency_key for i in indexes]
+        for row in conn.execute(
+            sa.select(messages).where(
+                messages.c.org_id == org_id,
+                messages.c.idempotency_key.in_(sa.bindparam("keys", expanding=True)),
+            ),
+            {"keys": keys},
+        ):
+            found[(org_id, row.idempotency_key)] = Message.from_row(row)
+    todo = []
+    for i in wave:
+        it = items[i]
+        existing = (
+            found.get((it.org_id, it.idempotency_key)) if it.idempotency_key is not None else None
+        )
         if existing is not None:
-            return Queued(Message.from_row(existing), created=False)
-    if not body.strip():
+            results[i] = Queued(existing, created=False)
+        else:
+            todo.append(i)
+    return todo
+
+
+def _checked(it: Outbound) -> compliance.Purpose:
+    if not it.body.strip():
         raise Invalid("the message is empty", field="body")
-    if len(body) > MAX_BODY_CHARS:
+    if len(it.body) > MAX_BODY_CHARS:
         raise Invalid(
-            f"the message is {len(body)} characters; the limit is {MAX_BODY_CHARS}", field="body"
+            f"the message is {len(it.body)} characters; the limit is {MAX_BODY_CHARS}",
+            field="body",
         )
     try:
-        purpose = compliance.Purpose(purpose)
+        return compliance.Purpose(it.purpose)
     except ValueError:
         raise Invalid(
             f"purpose must be one of {', '.join(p.value for p in compliance.USER_PURPOSES)}",
             field="purpose",
         ) from None
-    if context is None:
-        context = outbound_context(conn, org_id, contact_id)
+
+
+def _plan(
+    settings: Settings,
+    index: int,
+    it: Outbound,
+    purpose: compliance.Purpose,
+    context: OutboundContext,
+    channel: int,
+    seen: Any,
+    now: datetime,
+    valid_until: datetime,
+) -> _Plan:
+    """The gate's decision on one message and the row to insert (pure: no statements)."""
     recipient = context.recipient
-    now = now or utcnow()
-    channel = _pick_channel(
-        conn, org_id, context.conversation_channel_id, channel_id, recipient.phone_e164
-    )
-    measured = analyze(body)
-    valid_until = now + timedelta(hours=settings.message_validity_hours)
-    send_after = _spacing(conn, settings, contact_id, now)
+    measured = analyze(it.body)
+    send_after = None
+    if settings.contact_spacing_seconds > 0 and seen is not None and seen.latest is not None:
+        earliest = seen.latest + timedelta(seconds=settings.contact_spacing_seconds)
+        send_after = earliest if earliest > now else None
     rules = org_settings.parse(context.org_settings)
     recent = None
     first = True
     if purpose != compliance.Purpose.COMPLIANCE and not recipient.opted_out:
         # (An opted-out contact is blocked whatever the history says.)
-        seen = conn.execute(
-            _HISTORY, {"contact_id": contact_id, "since": now - timedelta(hours=24)}
-        ).one()
-        first = not seen.reaching
+        first = seen is None or not seen.reaching
         if purpose in compliance.CAPPED:
-            recent = compliance.RecentSends(
-                int(seen.total), int(seen.marketing), seen.oldest, seen.oldest_marketing
+            recent = (
+                compliance.RecentSends(
+                    int(seen.total), int(seen.marketing), seen.oldest, seen.oldest_marketing
+                )
+                if seen is not None
+                else compliance.RecentSends(0, 0, None, None)
             )
     decision = compliance.evaluate(
         recipient,
@@ -407,83 +685,33 @@ def queue_outbound(
         policy = compliance.content_policy(
             context.org_name, context.org_settings, first_message=first
         )
-        blocked, warnings = compliance.content_decision(body, policy)
+        blocked, warnings = compliance.content_decision(it.body, policy)
         if blocked is not None:
             decision = blocked
     status, send_after = status_for(decision, send_after)
-    conversation_id = conn.execute(
-        _conversation_upsert(conn.dialect.name, campaign_id is not None),
-        {
-            "org_id": org_id,
-            "contact_id": contact_id,
-            "status": "open",
-            "channel_id": channel,
-            "assignee_id": assign_to,
-            "campaign_id": campaign_id,
-            "last_message_at": now,
-            "created_at": now,
-        },
-    ).scalar_one()
-    row = conn.execute(
-        messages.insert().returning(*messages.c),
-        {
-            "org_id": org_id,
-            "conversation_id": conversation_id,
-            "contact_id": contact_id,
-            "channel_id": channel,
-            "direction": Direction.OUTBOUND,
-            "body": measured.text,
-            "status": status,
-            "purpose": purpose,
-            "encoding": str(measured.encoding),
-            "segments": max(1, measured.segment_count),
-            "send_after": send_after,
-            "valid_until": valid_until,
-            "priority": priority,
-            "idempotency_key": idempotency_key,
-            "gate_code": decision.code,
-            "gate_detail": decision.detail,
-            "warnings": warnings,
-            "created_by": created_by,
-            "created_at": now,
-            "updated_at": now,
-        },
-    ).one()
-    message = Message.from_row(row)
-    events = [
-        event_row(
-            org_id=org_id,
-            message_id=message.id,
-            from_status=None,
-            to_status=S.PENDING,
-            actor=actor,
-            now=now,
-            reason="created",
-        ),
-    ]
-    if status != S.PENDING or decision.verdict is Verdict.DEFER:
-        events.append(
-            event_row(
-                org_id=org_id,
-                message_id=message.id,
-                from_status=S.PENDING,
-                to_status=status,
-                actor="system:gate",
-                now=now,
-                reason=decision.code,
-                detail=decision.detail,
-            )
-        )
-    add_events(conn, events)
-    if status == S.QUEUED:
-        wakeup.notify_in_transaction(conn)
-    live.publish(
-        conn,
-        org_id,
-        "message.new",
-        {"message_id": message.id, "conversation_id": conversation_id, "direction": "out"},
-    )
-    return Queued(message, created=True)
+    row = {
+        "org_id": it.org_id,
+        "conversation_id": None,
+        "contact_id": it.contact_id,
+        "channel_id": channel,
+        "direction": Direction.OUTBOUND,
+        "body": measured.text,
+        "status": status,
+        "purpose": purpose,
+        "encoding": str(measured.encoding),
+        "segments": max(1, measured.segment_count),
+        "send_after": send_after,
+        "valid_until": valid_until,
+        "priority": it.priority,
+        "idempotency_key": it.idempotency_key,
+        "gate_code": decision.code,
+        "gate_detail": decision.detail,
+        "warnings": warnings,
+        "created_by": it.created_by,
+        "created_at": now,
+        "updated_at": now,
+    }
+    return _Plan(index, it, context, channel, purpose, row, decision)
 
 
 def recent_sends(
@@ -518,24 +746,6 @@ def recent_sends(
         .group_by(messages.c.contact_id)
     ).all()
     return {r[0]: compliance.RecentSends(int(r[1]), int(r[2] or 0), r[3], r[4]) for r in rows}
-
-
-def _spacing(
-    conn: Connection, settings: Settings, contact_id: int, now: datetime
-) -> datetime | None:
-    if settings.contact_spacing_seconds <= 0:
-        return None
-    latest = sa.func.max(sa.func.coalesce(messages.c.send_after, messages.c.created_at))
-    last = conn.execute(
-        # type_coerce: an aggregate loses the column type, and SQLite would hand back text.
-        sa.select(sa.type_coerce(latest, UTCDateTime())).where(
-            messages.c.contact_id == contact_id, messages.c.direction == Direction.OUTBOUND
-        )
-    ).scalar()
-    if last is None:
-        return None
-    earliest = last + timedelta(seconds=settings.contact_spacing_seconds)
-    return earliest if earliest > now else None
 
 
 def status_for(

@@ -23,9 +23,11 @@ message. On SQLite ``Database.write()`` is ``BEGIN IMMEDIATE``, which serializes
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -60,6 +62,7 @@ from textdesk.store.tables import (
 )
 
 cc = campaign_contacts
+log = logging.getLogger(__name__)
 
 #: Campaign steps a message can be for; each (campaign, contact, step) gets one message, ever.
 STEP_FIRST = "first"
@@ -745,6 +748,18 @@ def _pick_channel(channel_ids: list[int], sticky: int | None, phone: str) -> int
     return sorted(channel_ids)[digest % len(channel_ids)]
 
 
+@dataclass(frozen=True)
+class SendRequest:
+    """One person's send action: :func:`send`'s arguments."""
+
+    principal: Principal
+    campaign_id: int
+    contact_id: int
+    step: str = STEP_FIRST
+    body_override: str | None = None
+    agent_id: int | None = None
+
+
 def send(
     db: Database,
     settings: Settings,
@@ -758,33 +773,103 @@ def send(
     now: datetime | None = None,
 ) -> Sent:
     """Send the campaign's message to ONE contact assigned to the agent; see the module doc."""
-    agent = agent_for(principal, agent_id)
-    if step not in STEPS:
-        raise Invalid(f"step must be one of {', '.join(STEPS)}, got {step!r}", field="step")
-    if body_override is not None and not body_override.strip():
-        raise Invalid("the message is empty", field="body")
-    args = (db, settings, principal, campaign_id, contact_id, step, body_override, agent, now)
-    with _busy_is_retryable("send the message"):
+    request = SendRequest(principal, campaign_id, contact_id, step, body_override, agent_id)
+    result = send_many(db, settings, [request], now=now)[0]
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+def send_many(
+    db: Database,
+    settings: Settings,
+    requests: Sequence[SendRequest],
+    *,
+    now: datetime | None = None,
+) -> list[Sent | Exception]:
+    """Carry out several people's send actions (each for ONE contact, each exactly as
+    :func:`send` would) in one transaction: the group commit behind the send screen, where
+    hundreds of agents press Enter at once. Each request gets its own answer: the ``Sent``, or
+    the error that refused it. Requests for the same contact run one after the other (the
+    second is a repeat of the first). If the group's transaction fails as a whole (a deadlock,
+    a concurrent insert of the same key), every request is run again on its own."""
+    results: list[Sent | Exception | None] = [None] * len(requests)
+    jobs: list[_Job] = []
+    for i, req in enumerate(requests):
         try:
-            return _send(*args, lookup_key=False)
-        except sa.exc.IntegrityError:
-            # Only a concurrent insert of the same idempotency key gets here; the retry finds
-            # the message that transaction committed and returns it (looking the key up).
-            return _send(*args, lookup_key=True)
+            agent = agent_for(req.principal, req.agent_id)
+            if req.step not in STEPS:
+                raise Invalid(
+                    f"step must be one of {', '.join(STEPS)}, got {req.step!r}", field="step"
+                )
+            if req.body_override is not None and not req.body_override.strip():
+                raise Invalid("the message is empty", field="body")
+        except ServiceError as exc:
+            results[i] = exc
+            continue
+        jobs.append(_Job(i, req, agent))
+    grouped = False
+    if len(jobs) > 1:
+        try:
+            with _busy_is_retryable("send the messages"):
+                done = _send_group(db, settings, jobs, now, lookup_key=False)
+            for i, result in done.items():
+                results[i] = result
+            grouped = True
+        except Busy as exc:
+            for job in jobs:
+                results[job.index] = exc
+            grouped = True
+        except Exception:
+            log.warning("a group of %d sends failed together; sending each alone", len(jobs))
+    if not grouped:
+        for job in jobs:
+            results[job.index] = _send_alone(db, settings, job, now)
+    return [r for r in results if r is not None]
+
+
+def _send_alone(
+    db: Database, settings: Settings, job: _Job, now: datetime | None
+) -> Sent | Exception:
+    try:
+        with _busy_is_retryable("send the message"):
+            try:
+                done = _send_group(db, settings, [job], now, lookup_key=False)
+            except sa.exc.IntegrityError:
+                # Only a concurrent insert of the same idempotency key gets here; the retry
+                # finds the message that transaction committed and returns it (looking the key
+                # up).
+                done = _send_group(db, settings, [job], now, lookup_key=True)
+        return done[job.index]
+    except Exception as exc:  # the caller answers each request on its own
+        return exc
+
+
+@dataclass(frozen=True)
+class _Job:
+    index: int
+    request: SendRequest
+    agent: int
+
+    @property
+    def org_id(self) -> int:
+        return self.request.principal.org_id
 
 
 def _send_statement(lock: bool) -> sa.Select[Any]:
-    """Everything one send needs, in one statement: the pool row (locked on PostgreSQL), the
-    campaign, the contact, its conversation, the organization's name and rules, the agent's
-    name and whether the contact is active in another campaign."""
+    """Everything the sends of a campaign need, in one statement: the pool rows (locked on
+    PostgreSQL, in id order so two groups never wait on each other in a circle), the campaign,
+    the contacts, their conversations, the organization's name and rules, the name of the
+    agent holding each row and whether each contact is active in another campaign."""
     agent_name = (
         sa.select(users.c.name)
-        .where(users.c.id == sa.bindparam("agent_id"), users.c.org_id == cc.c.org_id)
+        .where(users.c.id == cc.c.assignee_id, users.c.org_id == cc.c.org_id)
         .scalar_subquery()
     )
     query = (
         sa.select(
             cc.c.id,
+            cc.c.contact_id,
             cc.c.status,
             cc.c.assignee_id,
             cc.c.assigned_until,
@@ -819,9 +904,10 @@ def _send_statement(lock: bool) -> sa.Select[Any]:
         )
         .where(
             cc.c.campaign_id == sa.bindparam("campaign_id"),
-            cc.c.contact_id == sa.bindparam("contact_id"),
+            cc.c.contact_id.in_(sa.bindparam("contact_ids", expanding=True)),
             cc.c.org_id == sa.bindparam("org_id"),
         )
+        .order_by(cc.c.id)
     )
     if lock:
         # Two sends of the same contact queue here; the second sees the first's message.
@@ -830,7 +916,7 @@ def _send_statement(lock: bool) -> sa.Select[Any]:
 
 
 # Built once (building and cache-keying statements per send was most of its Python cost).
-_SEND_ROW = {False: _send_statement(False), True: _send_statement(True)}
+_SEND_ROWS = {False: _send_statement(False), True: _send_statement(True)}
 _MARK_SENT = (
     sa.update(cc)
     .where(cc.c.id == sa.bindparam("b_row_id"))
@@ -860,159 +946,232 @@ _RENEW = (
 )
 
 
-def _send(
+def _send_group(
     db: Database,
     settings: Settings,
-    principal: Principal,
-    campaign_id: int,
-    contact_id: int,
-    step: str,
-    body_override: str | None,
-    agent: int,
+    jobs: list[_Job],
     now: datetime | None,
     *,
     lookup_key: bool,
-) -> Sent:
-    org_id = principal.org_id
+) -> dict[int, Sent | ServiceError]:
+    """The jobs in one transaction; their answers by request index, valid once it committed."""
     now = now or utcnow()
-    refusal: Refused | None = None
+    out: dict[int, Sent | ServiceError] = {}
+    queued = False
     with db.write() as conn:
-        row = conn.execute(
-            _SEND_ROW[conn.dialect.name == "postgresql"],
-            {
-                "campaign_id": campaign_id,
-                "contact_id": contact_id,
-                "org_id": org_id,
-                "agent_id": agent,
-            },
-        ).first()
-        if row is None:
-            load_campaign(conn, org_id, campaign_id)  # NotFound for an unknown campaign
-            raise NotFound(
-                f"contact {contact_id} is not in campaign {campaign_id}", field="contact_id"
-            )
-        if row.message_id is not None:
-            if row.sent_by != agent:
-                raise Refused(
-                    f"contact {contact_id} already got this campaign's message from another agent",
-                    reason="already_sent",
-                    field="contact_id",
-                )
-            message = messaging.get_message(conn, org_id, row.message_id)
-            return Sent(message, created=False, contact_id=contact_id, status=row.status)
-        if row.status in ("skipped", "excluded"):
-            raise Refused(
-                f"contact {contact_id} was {row.status}: "
-                + _SENTENCES.get(row.reason or "", row.reason or "no reason recorded"),
-                reason=row.reason or row.status,
-                field="contact_id",
-            )
-        _check_sendable(campaign_id, row.campaign_status, row.starts_at, row.ends_at, now)
-        if row.status != "assigned" or row.assignee_id != agent:
-            raise Refused(
-                f"contact {contact_id} is not assigned to you (ask for a new batch)",
-                reason="not_assigned",
-                field="contact_id",
-            )
-        if row.opted_out:
-            refusal = Refused(
-                f"not sent: {row.phone_e164} opted out of messages from this organization",
-                reason=OPTED_OUT,
-                field="contact_id",
-            )
-        elif row.elsewhere:
-            refusal = Refused(
-                f"not sent: contact {contact_id} already got the first message of another "
-                "active campaign",
-                reason=ACTIVE_ELSEWHERE,
-                field="contact_id",
-            )
-        body = body_override
-        if refusal is None and body is None:
-            try:
-                body = render(row.script, _values(row, row.agent_name or "", row.org_name))
-            except TemplateError as exc:
-                refusal = Refused(
-                    f"not sent: the script has no value for this contact: {exc.message}",
-                    reason=MISSING_FIELD,
-                    field="contact_id",
-                )
-        if refusal is not None:
-            conn.execute(_MARK_SKIPPED, {"b_row_id": row.id, "b_reason": refusal.reason})
-        else:
-            assert body is not None
-            queued = messaging.queue_outbound(
-                conn,
-                settings,
-                org_id=org_id,
-                contact_id=contact_id,
-                body=body,
-                actor=principal.actor,
-                purpose=row.purpose,
-                created_by=agent,
-                channel_id=_pick_channel(list(row.channel_ids or []), row.sticky, row.phone_e164),
-                idempotency_key=idempotency_key(campaign_id, contact_id, step),
-                priority=messaging.PRIORITY_BULK,
-                now=now,
-                # The row lock (PostgreSQL) or the write lock (SQLite) is held and the row has
-                # no message: nobody can have used this contact's key for this step.
-                lookup_key=lookup_key,
-                context=messaging.OutboundContext(
-                    recipient=Recipient.from_mapping(row._mapping),
-                    conversation_id=row.conversation_id,
-                    conversation_channel_id=row.sticky,
-                    org_name=row.org_name,
-                    org_settings=row.org_settings,
-                ),
-                # Replies go to the agent who sent the first message.
-                campaign_id=campaign_id,
-                assign_to=agent,
-            )
-            message = queued.message
-            gone = message.status in (MessageStatus.BLOCKED, MessageStatus.EXPIRED)
-            status = "skipped" if gone else "sent"
-            conn.execute(
-                _MARK_SENT,
-                {
-                    "b_row_id": row.id,
-                    "b_status": status,
-                    "b_reason": message.gate_code if gone else None,
-                    "b_message_id": message.id,
-                    "b_agent_id": agent,
-                    "b_now": now,
-                },
-            )
-            # Activity renews the agent's other contacts once half their time is gone. A batch
-            # request gives all of an agent's contacts the same deadline, so this row's own
-            # deadline says whether any needs renewing (most sends skip the statement).
-            timeout = timedelta(seconds=row.assignment_timeout_seconds)
-            if row.assigned_until is None or row.assigned_until < now + timeout / 2:
-                conn.execute(
-                    _RENEW,
-                    {
-                        "b_campaign_id": campaign_id,
-                        "b_agent_id": agent,
-                        "b_half": now + timeout / 2,
-                        "b_until": now + timeout,
-                    },
-                )
-            events.publish(
-                conn,
-                org_id,
-                "campaign.progress",
-                {
-                    "campaign_id": campaign_id,
-                    "agent_id": agent,
-                    "contact_id": contact_id,
-                    "status": status,
-                    "message_id": message.id,
-                },
-            )
-    if refusal is not None:
-        raise refusal
-    if message.status == MessageStatus.QUEUED:
+        waves: list[list[_Job]] = []
+        last: dict[tuple[int, int], int] = {}
+        for job in jobs:
+            key = (job.org_id, job.request.contact_id)
+            wave = last[key] + 1 if key in last else 0
+            if wave == len(waves):
+                waves.append([])
+            waves[wave].append(job)
+            last[key] = wave
+        for group in waves:
+            queued = _send_wave(conn, settings, group, now, lookup_key, out) or queued
+    if queued:
         wakeup.notify()
-    return Sent(message, created=queued.created, contact_id=contact_id, status=status)
+    return out
+
+
+def _send_wave(
+    conn: Connection,
+    settings: Settings,
+    jobs: list[_Job],
+    now: datetime,
+    lookup_key: bool,
+    out: dict[int, Sent | ServiceError],
+) -> bool:
+    """Sends for distinct contacts, in the caller's transaction; True if any message is
+    queued."""
+    rows: dict[tuple[int, int, int], Any] = {}
+    by_campaign: dict[tuple[int, int], list[int]] = {}
+    for job in jobs:
+        by_campaign.setdefault((job.org_id, job.request.campaign_id), []).append(
+            job.request.contact_id
+        )
+    statement = _SEND_ROWS[conn.dialect.name == "postgresql"]
+    for (org_id, campaign_id), contact_ids in by_campaign.items():
+        params = {"campaign_id": campaign_id, "org_id": org_id, "contact_ids": contact_ids}
+        for found in conn.execute(statement, params):
+            rows[(org_id, campaign_id, found.contact_id)] = found
+    skipped: list[dict[str, Any]] = []
+    outbound: list[tuple[_Job, Any]] = []
+    items: list[messaging.Outbound] = []
+    for job in jobs:
+        req = job.request
+        row = rows.get((job.org_id, req.campaign_id, req.contact_id))
+        if row is None:
+            try:
+                load_campaign(conn, job.org_id, req.campaign_id)  # NotFound: unknown campaign
+                out[job.index] = NotFound(
+                    f"contact {req.contact_id} is not in campaign {req.campaign_id}",
+                    field="contact_id",
+                )
+            except NotFound as exc:
+                out[job.index] = exc
+            continue
+        try:
+            item = _checked_send(job, row, now)
+        except _Skip as exc:
+            # The refusal is answered after the row leaves the pool (below).
+            skipped.append({"b_row_id": row.id, "b_reason": exc.reason})
+            out[job.index] = exc
+            continue
+        except ServiceError as exc:
+            out[job.index] = exc
+            continue
+        if item is None:  # a repeat: the message the first action created
+            message = messaging.get_message(conn, job.org_id, row.message_id)
+            out[job.index] = Sent(
+                message, created=False, contact_id=req.contact_id, status=row.status
+            )
+            continue
+        outbound.append((job, row))
+        # lookup_key=False: the row lock (PostgreSQL) or the write lock (SQLite) is held and
+        # the row has no message, so nobody can have used this contact's key for this step.
+        items.append(dataclasses.replace(item, lookup_key=lookup_key))
+    if skipped:
+        conn.execute(_MARK_SKIPPED, skipped)
+    if not items:
+        return False
+    queued_any = False
+    sent_rows: list[dict[str, Any]] = []
+    renew: dict[tuple[int, int], Any] = {}
+    for (job, row), result in zip(
+        outbound, messaging.queue_outbound_many(conn, settings, items, now=now), strict=True
+    ):
+        if isinstance(result, ServiceError):
+            out[job.index] = result
+            continue
+        message = result.message
+        gone = message.status in (MessageStatus.BLOCKED, MessageStatus.EXPIRED)
+        status = "skipped" if gone else "sent"
+        sent_rows.append(
+            {
+                "b_row_id": row.id,
+                "b_status": status,
+                "b_reason": message.gate_code if gone else None,
+                "b_message_id": message.id,
+                "b_agent_id": job.agent,
+                "b_now": now,
+            }
+        )
+        # Activity renews the agent's other contacts once half their time is gone. A batch
+        # request gives all of an agent's contacts the same deadline, so this row's own
+        # deadline says whether any needs renewing (most sends skip the statement).
+        timeout = timedelta(seconds=row.assignment_timeout_seconds)
+        if row.assigned_until is None or row.assigned_until < now + timeout / 2:
+            renew[(job.request.campaign_id, job.agent)] = timeout
+        events.publish(
+            conn,
+            job.org_id,
+            "campaign.progress",
+            {
+                "campaign_id": job.request.campaign_id,
+                "agent_id": job.agent,
+                "contact_id": job.request.contact_id,
+                "status": status,
+                "message_id": message.id,
+            },
+        )
+        queued_any = queued_any or message.status == MessageStatus.QUEUED
+        out[job.index] = Sent(
+            message, created=result.created, contact_id=job.request.contact_id, status=status
+        )
+    if sent_rows:
+        conn.execute(_MARK_SENT, sent_rows)
+    for (campaign_id, agent), timeout in renew.items():
+        conn.execute(
+            _RENEW,
+            {
+                "b_campaign_id": campaign_id,
+                "b_agent_id": agent,
+                "b_half": now + timeout / 2,
+                "b_until": now + timeout,
+            },
+        )
+    return queued_any
+
+
+def _checked_send(job: _Job, row: Any, now: datetime) -> messaging.Outbound | None:
+    """The message one send action creates (None: it repeats an earlier action), or the
+    refusal (raised)."""
+    req = job.request
+    contact_id = req.contact_id
+    agent = job.agent
+    if row.message_id is not None:
+        if row.sent_by != agent:
+            raise Refused(
+                f"contact {contact_id} already got this campaign's message from another agent",
+                reason="already_sent",
+                field="contact_id",
+            )
+        return None
+    if row.status in ("skipped", "excluded"):
+        raise Refused(
+            f"contact {contact_id} was {row.status}: "
+            + _SENTENCES.get(row.reason or "", row.reason or "no reason recorded"),
+            reason=row.reason or row.status,
+            field="contact_id",
+        )
+    _check_sendable(req.campaign_id, row.campaign_status, row.starts_at, row.ends_at, now)
+    if row.status != "assigned" or row.assignee_id != agent:
+        raise Refused(
+            f"contact {contact_id} is not assigned to you (ask for a new batch)",
+            reason="not_assigned",
+            field="contact_id",
+        )
+    if row.opted_out:
+        raise _Skip(
+            f"not sent: {row.phone_e164} opted out of messages from this organization",
+            reason=OPTED_OUT,
+            field="contact_id",
+        )
+    if row.elsewhere:
+        raise _Skip(
+            f"not sent: contact {contact_id} already got the first message of another "
+            "active campaign",
+            reason=ACTIVE_ELSEWHERE,
+            field="contact_id",
+        )
+    body = req.body_override
+    if body is None:
+        try:
+            # The row is assigned to this agent (checked above): its holder's name is theirs.
+            body = render(row.script, _values(row, row.agent_name or "", row.org_name))
+        except TemplateError as exc:
+            raise _Skip(
+                f"not sent: the script has no value for this contact: {exc.message}",
+                reason=MISSING_FIELD,
+                field="contact_id",
+            ) from None
+    return messaging.Outbound(
+        org_id=job.org_id,
+        contact_id=contact_id,
+        body=body,
+        actor=req.principal.actor,
+        purpose=row.purpose,
+        created_by=agent,
+        channel_id=_pick_channel(list(row.channel_ids or []), row.sticky, row.phone_e164),
+        idempotency_key=idempotency_key(req.campaign_id, contact_id, req.step),
+        priority=messaging.PRIORITY_BULK,
+        context=messaging.OutboundContext(
+            recipient=Recipient.from_mapping(row._mapping),
+            conversation_id=row.conversation_id,
+            conversation_channel_id=row.sticky,
+            org_name=row.org_name,
+            org_settings=row.org_settings,
+        ),
+        # Replies go to the agent who sent the first message.
+        campaign_id=req.campaign_id,
+        assign_to=agent,
+    )
+
+
+class _Skip(Refused):
+    """A refusal that also takes the contact out of the pool (``skipped`` with the reason)."""
 
 
 def skip(

@@ -33,6 +33,7 @@ from textdesk.web import (
     webhooks,
 )
 from textdesk.web.batching import StatusBatcher
+from textdesk.web.send_batching import SendBatcher
 
 STATIC = Path(__file__).parent / "static"
 
@@ -105,6 +106,7 @@ def create_app(
             if event_listener is not None:
                 event_listener.stop()
             await app.state.status_batcher.aclose()
+            await app.state.send_batcher.aclose()
             await app.state.http.aclose()
             if carrier is not None:
                 await carrier_close(carrier)
@@ -123,6 +125,7 @@ def create_app(
     app.state.settings = settings
     app.state.db = database
     app.state.webhook_adapters = webhooks._Adapters()
+    app.state.send_batcher = SendBatcher(database, settings)
 
     problems.install(app)
 

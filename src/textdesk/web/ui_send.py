@@ -16,7 +16,8 @@ from pydantic import BaseModel
 
 from textdesk.services import p2p
 from textdesk.web.api.p2p import offer_out, refused
-from textdesk.web.deps import Config, Db
+from textdesk.web.deps import Db
+from textdesk.web.send_batching import SendBatcher
 from textdesk.web.ui import Actor, Viewer, page
 
 router = APIRouter(include_in_schema=False)
@@ -52,9 +53,10 @@ def take_batch(campaign_id: int, db: Db, actor: Actor) -> Any:
 
 
 @router.post("/campaigns/{campaign_id}/send/contact")
-def send_one(campaign_id: int, body: ContactIn, db: Db, config: Config, actor: Actor) -> Any:
+async def send_one(request: Request, campaign_id: int, body: ContactIn, actor: Actor) -> Any:
+    batcher: SendBatcher = request.app.state.send_batcher  # shared with the API's sends
     try:
-        sent = p2p.send(db, config, actor, campaign_id, body.contact_id)
+        sent = await batcher.send(p2p.SendRequest(actor, campaign_id, body.contact_id))
     except p2p.Refused as exc:
         return refused(exc)
     m = sent.message

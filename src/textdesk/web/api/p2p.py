@@ -6,14 +6,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from textdesk.services import p2p
 from textdesk.web.api.messages import MessageOut
-from textdesk.web.deps import ApiCaller, Config, Db
+from textdesk.web.deps import ApiCaller, Db
 from textdesk.web.problems import problem
+from textdesk.web.send_batching import SendBatcher
 
 router = APIRouter(tags=["send screen"])
 
@@ -161,19 +162,17 @@ def next_contact(campaign_id: int, caller: ApiCaller, db: Db, agent_id: int | No
         503: {"description": "the database was busy; retry after `Retry-After` seconds"},
     },
 )
-def send(
-    campaign_id: int, body: SendIn, caller: ApiCaller, db: Db, config: Config, response: Response
+async def send(
+    campaign_id: int, body: SendIn, caller: ApiCaller, request: Request, response: Response
 ) -> Any:
+    # Sends arriving together share a transaction (web/send_batching.py); each is answered
+    # on its own once that transaction committed.
+    batcher: SendBatcher = request.app.state.send_batcher
     try:
-        sent = p2p.send(
-            db,
-            config,
-            caller,
-            campaign_id,
-            body.contact_id,
-            step=body.step,
-            body_override=body.body,
-            agent_id=body.agent_id,
+        sent = await batcher.send(
+            p2p.SendRequest(
+                caller, campaign_id, body.contact_id, body.step, body.body, body.agent_id
+            )
         )
     except p2p.Refused as exc:
         return refused(exc)
