@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from fastapi import Depends, Request
 from fastapi.testclient import TestClient
 
 from tests.conftest import Org
@@ -193,3 +194,65 @@ def test_sends_arriving_together_share_a_transaction_and_keep_their_answers(
     assert sum(groups) == len(answers) and len(groups) < len(answers), groups
     with db.read() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(messages)).scalar_one() == 25
+
+
+def test_the_send_fast_path_answers_exactly_like_the_route(
+    settings: Settings, db: Database, acme: Org
+) -> None:
+    """``POST .../send`` with a recently resolved key and a valid body is served before FastAPI's
+    routing; the answer is the route's, headers included. Anything else takes the route."""
+    from textdesk.services import auth
+    from textdesk.web import deps
+
+    p = setup(db, acme, 4, zone="day")
+    agent = acme.agent.user.id
+    base = f"/api/v1/campaigns/{p.campaign_id}"
+    headers = acme.admin.headers
+    app = create_app(settings, db)
+    routed: list[str] = []
+
+    async def counting_principal(request: Request, db: Database = Depends(deps.get_db)) -> Any:
+        routed.append(request.url.path)
+        return await deps.api_principal(request, db)
+
+    app.dependency_overrides[deps.api_principal] = counting_principal
+    with TestClient(app) as client:
+        client.post(f"{base}/assignments", json={"count": 4, "agent_id": agent}, headers=headers)
+        auth._key_cache.clear()  # the key is not known: the route serves (and resolves it)
+        routed.clear()
+        slow = client.post(
+            f"{base}/send",
+            json={"contact_id": p.contact_ids[0], "agent_id": agent},
+            headers=headers,
+        )
+        assert routed == [f"{base}/send"]
+        fast = client.post(
+            f"{base}/send",
+            json={"contact_id": p.contact_ids[1], "agent_id": agent},
+            headers=headers,
+        )
+        repeat = client.post(
+            f"{base}/send",
+            json={"contact_id": p.contact_ids[1], "agent_id": agent},
+            headers=headers,
+        )
+        refused = client.post(
+            f"{base}/send", json={"contact_id": 999_999, "agent_id": agent}, headers=headers
+        )
+        assert routed == [f"{base}/send"]  # the key was known from then on: all fast
+        invalid = client.post(
+            f"{base}/send", json={"contact_id": "x", "agent_id": agent}, headers=headers
+        )
+        unsigned = client.post(f"{base}/send", json={"contact_id": p.contact_ids[2]})
+        assert routed[1:] == [f"{base}/send"] * 2  # the invalid and the unsigned took the route
+    assert (slow.status_code, fast.status_code, repeat.status_code) == (201, 201, 200)
+    assert set(fast.json()) == set(slow.json()) == {"message", "created", "contact_id", "status"}
+    assert set(fast.json()["message"]) == set(slow.json()["message"])
+    assert fast.headers["content-type"] == slow.headers["content-type"]
+    assert fast.headers["x-content-type-options"] == "nosniff"
+    assert repeat.json()["created"] is False
+    assert repeat.json()["message"]["id"] == fast.json()["message"]["id"]
+    assert refused.status_code == 404 and refused.json()["field"] == "contact_id"
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert invalid.status_code == 422 and invalid.json()["field"] == "contact_id"
+    assert unsigned.status_code == 401

@@ -32,6 +32,7 @@ from textdesk.web import (
     ui_send,
     webhooks,
 )
+from textdesk.web.api.p2p import SendFastPath
 from textdesk.web.batching import StatusBatcher
 from textdesk.web.send_batching import SendBatcher
 
@@ -135,6 +136,7 @@ def create_app(
             return Response(status_code=401, headers={"HX-Redirect": "/login"})
         return RedirectResponse("/login", status_code=303)
 
+    app.add_middleware(SendFastPath)  # inside SecurityHeaders: its answers get the headers
     app.add_middleware(SecurityHeaders)
     app.add_middleware(webhooks.FastPath)  # outermost: provider callbacks skip the rest
 

@@ -35,11 +35,16 @@ def _location(loc: tuple[Any, ...] | list[Any]) -> str:
     return out or str(loc[0] if loc else "request")
 
 
+def service_problem(exc: ServiceError) -> JSONResponse:
+    """A service's refusal as a problem (what the app's handler answers for a ServiceError)."""
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+    return problem(exc.status, exc.title, exc.message, field=exc.field, headers=headers)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def _service_error(_request: Request, exc: ServiceError) -> JSONResponse:
-        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
-        return problem(exc.status, exc.title, exc.message, field=exc.field, headers=headers)
+        return service_problem(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
