@@ -91,9 +91,12 @@ def test_queue_outbound_runs_the_gate_before_inserting() -> None:
     assert wave.index("_plan(") < wave.index("_INSERT_MESSAGES")
     plan = source[source.index("def _plan(") :]
     assert plan.index("compliance.evaluate(") < plan.index("status_for(")
-    # The outbound insert is built once and used only there.
-    assert "_INSERT_MESSAGES = messages.insert()" in source
+    # The outbound insert is built once (per engine) and used only there.
+    assert "_INSERT_MESSAGES = {d: _insert_messages_statement(d)" in source
     assert source.count("_INSERT_MESSAGES") - wave.count("_INSERT_MESSAGES") == 1
+    assert source.count("messages.insert()") == 3  # the two engines' outbound, and the inbound
+    build = source[source.index("def _insert_messages_statement") :]
+    assert build[: build.index("\n\n\n")].count("messages.insert()") == 2
 
 
 def test_the_claim_runs_the_gate_again() -> None:

@@ -8,12 +8,14 @@ Outbound messages are created in the same transaction as whatever caused them; t
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -295,18 +297,83 @@ _HISTORY = _history_statement()
 
 _UPSERTS: dict[tuple[str, bool], Any] = {}
 
+#: The columns ``_queue_wave`` writes.
+_CONVERSATION_COLS = (
+    "org_id",
+    "contact_id",
+    "status",
+    "channel_id",
+    "assignee_id",
+    "campaign_id",
+    "last_message_at",
+    "created_at",
+)
+_MESSAGE_COLS = (
+    "org_id",
+    "conversation_id",
+    "contact_id",
+    "channel_id",
+    "direction",
+    "body",
+    "status",
+    "purpose",
+    "encoding",
+    "segments",
+    "send_after",
+    "valid_until",
+    "priority",
+    "idempotency_key",
+    "gate_code",
+    "gate_detail",
+    "warnings",
+    "created_by",
+    "created_at",
+    "updated_at",
+)
+
+
+def _recordset(table: sa.Table, names: Sequence[str]) -> Any:
+    """PostgreSQL: ``jsonb_to_recordset(:rows) AS r(col type, ...)``, the rows of a multi-row
+    write as ONE parameter. A multi-row ``VALUES`` list is a new statement text for every
+    batch size, which the driver parses in Python each time (a fifth of a busy send screen's
+    CPU); this text never changes."""
+    rows = sa.cast(sa.bindparam("rows", type_=sa.Text()), JSONB())
+    return (
+        sa.func.jsonb_to_recordset(rows)
+        .table_valued(*[sa.column(n, table.c[n].type) for n in names])
+        .render_derived(name="r", with_types=True)
+    )
+
+
+def _rows_param(conn: Connection, rows: list[dict[str, Any]]) -> Any:
+    """The parameters of a statement from ``_conversation_upsert`` / ``_insert_messages``."""
+    if conn.dialect.name == "postgresql":
+        return {"rows": json.dumps(rows, default=_json_default, separators=(",", ":"))}
+    return rows
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
 
 def _conversation_upsert(dialect: str, for_campaign: bool) -> Any:
-    """Create the contact's conversation or touch it, in one statement (``INSERT ... ON
+    """Create the contacts' conversations or touch them, in one statement (``INSERT ... ON
     CONFLICT (org_id, contact_id) DO UPDATE ... RETURNING``; both engines have it): the sticky
     sender is set once, and a campaign's first message gives the thread to its agent unless
-    someone already has it. Executed with many rows, it is one multi-row statement."""
+    someone already has it. Run it with ``_rows_param``."""
     key = (dialect, for_campaign)
     stmt = _UPSERTS.get(key)
     if stmt is None:
-        make = pg_insert if dialect == "postgresql" else sqlite_insert
-        base = make(conversations)
         c = conversations.c
+        if dialect == "postgresql":
+            r = _recordset(conversations, _CONVERSATION_COLS)
+            base: Any = pg_insert(conversations).from_select(
+                list(_CONVERSATION_COLS), sa.select(*[r.c[n] for n in _CONVERSATION_COLS])
+            )
+        else:
+            base = sqlite_insert(conversations)
         changes: dict[str, Any] = {
             "last_message_at": base.excluded.last_message_at,
             "channel_id": sa.func.coalesce(c.channel_id, base.excluded.channel_id),
@@ -321,9 +388,20 @@ def _conversation_upsert(dialect: str, for_campaign: bool) -> Any:
     return stmt
 
 
+def _insert_messages_statement(dialect: str) -> Any:
+    if dialect == "postgresql":
+        r = _recordset(messages, _MESSAGE_COLS)
+        return (
+            messages.insert()
+            .from_select(list(_MESSAGE_COLS), sa.select(*[r.c[n] for n in _MESSAGE_COLS]))
+            .returning(*messages.c)
+        )
+    return messages.insert().returning(*messages.c)
+
+
 #: Rows come back in no particular order (SQLite's multi-row RETURNING has none): a wave has
-#: each contact once, so they are matched by contact.
-_INSERT_MESSAGES = messages.insert().returning(*messages.c)
+#: each contact once, so they are matched by contact. Run them with ``_rows_param``.
+_INSERT_MESSAGES = {d: _insert_messages_statement(d) for d in ("postgresql", "sqlite")}
 
 
 @dataclass(frozen=True)
@@ -518,19 +596,22 @@ def _queue_wave(
             continue
         upserted = conn.execute(
             _conversation_upsert(conn.dialect.name, for_campaign),
-            [
-                {
-                    "org_id": p.item.org_id,
-                    "contact_id": p.item.contact_id,
-                    "status": "open",
-                    "channel_id": p.channel,
-                    "assignee_id": p.item.assign_to,
-                    "campaign_id": p.item.campaign_id,
-                    "last_message_at": now,
-                    "created_at": now,
-                }
-                for p in group
-            ],
+            _rows_param(
+                conn,
+                [
+                    {
+                        "org_id": p.item.org_id,
+                        "contact_id": p.item.contact_id,
+                        "status": "open",
+                        "channel_id": p.channel,
+                        "assignee_id": p.item.assign_to,
+                        "campaign_id": p.item.campaign_id,
+                        "last_message_at": now,
+                        "created_at": now,
+                    }
+                    for p in group
+                ],
+            ),
         ).all()
         assert len(upserted) == len(group)
         for org_id, contact_id, conversation_id in upserted:
@@ -538,7 +619,10 @@ def _queue_wave(
     for p in plans:
         p.row["conversation_id"] = conversation_ids[(p.item.org_id, p.item.contact_id)]
     stored = {
-        (r.org_id, r.contact_id): r for r in conn.execute(_INSERT_MESSAGES, [p.row for p in plans])
+        (r.org_id, r.contact_id): r
+        for r in conn.execute(
+            _INSERT_MESSAGES[conn.dialect.name], _rows_param(conn, [p.row for p in plans])
+        )
     }
     assert len(stored) == len(plans)
     inserted = [stored[(p.item.org_id, p.item.contact_id)] for p in plans]
@@ -1026,30 +1110,23 @@ def apply_statuses(db: Database, reports: Sequence[tuple[int, StatusReport, str]
     now = utcnow()
     found: list[bool] = []
     with db.write() as conn:
-        by_channel: dict[int, list[str]] = {}
-        for channel_id, report, _actor in reports:
-            by_channel.setdefault(channel_id, []).append(report.provider_message_id)
-        for channel_id in sorted(by_channel):
-            lock_provider_ids(conn, channel_id, by_channel[channel_id])
         keys = sorted({(c, r.provider_message_id) for c, r, _a in reports})
-        current: dict[tuple[int, str], tuple[int, int, MessageStatus]] = {}
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
-            rows = conn.execute(
-                sa.select(
-                    messages.c.id,
-                    messages.c.org_id,
-                    messages.c.status,
-                    messages.c.channel_id,
-                    messages.c.provider_message_id,
-                ).where(
-                    messages.c.direction == Direction.OUTBOUND,
-                    sa.tuple_(messages.c.channel_id, messages.c.provider_message_id).in_(chunk),
-                )
-            )
-            for row in rows:
-                key = (row.channel_id, row.provider_message_id)
-                current[key] = (row.id, row.org_id, MessageStatus(row.status))
+        current = _current_statuses(conn, keys)
+        missing = [key for key in keys if key not in current]
+        if missing and conn.dialect.name == "postgresql":
+            # A report that found its message needs no lock: the provider id was committed, so
+            # nothing can strand it. One that did not may be racing the transaction storing
+            # that id: take the id's lock (held by that transaction until it commits, see
+            # ``outbox.record``), then look again in a new statement, which sees what
+            # committed meanwhile. If it is still missing it is parked below while the lock is
+            # held, so the storing transaction, which looks for parked reports only after
+            # taking the same lock, finds it.
+            by_channel: dict[int, list[str]] = {}
+            for channel_id, provider_id in missing:
+                by_channel.setdefault(channel_id, []).append(provider_id)
+            for channel_id in sorted(by_channel):
+                lock_provider_ids(conn, channel_id, by_channel[channel_id])
+            current.update(_current_statuses(conn, missing))
         before = dict(current)
         events: list[dict[str, Any]] = []
         orphans: list[dict[str, Any]] = []
@@ -1112,6 +1189,52 @@ def apply_statuses(db: Database, reports: Sequence[tuple[int, StatusReport, str]
     return found
 
 
+_CURRENT_PG = sa.text(
+    """
+    SELECT m.id, m.org_id, m.status, m.channel_id, m.provider_message_id
+    FROM unnest(CAST(:channels AS bigint[]), CAST(:pids AS text[])) AS k(channel_id, pid)
+    JOIN messages AS m ON m.channel_id = k.channel_id AND m.provider_message_id = k.pid
+    WHERE m.direction = 'out'
+    """
+)
+
+
+def _current_statuses(
+    conn: Connection, keys: Sequence[tuple[int, str]]
+) -> dict[tuple[int, str], tuple[int, int, MessageStatus]]:
+    """(channel, provider id) -> (message id, org id, status) for the outbound messages found.
+
+    PostgreSQL: the keys travel as two arrays, so the statement text never changes (compiled
+    once, parsed with two parameters instead of a thousand); SQLite: ``IN`` over pairs."""
+    rows: list[Any] = []
+    if conn.dialect.name == "postgresql":
+        rows = list(
+            conn.execute(
+                _CURRENT_PG,
+                {"channels": [k[0] for k in keys], "pids": [k[1] for k in keys]},
+            )
+        )
+    else:
+        for start in range(0, len(keys), 500):
+            chunk = list(keys[start : start + 500])
+            rows += conn.execute(
+                sa.select(
+                    messages.c.id,
+                    messages.c.org_id,
+                    messages.c.status,
+                    messages.c.channel_id,
+                    messages.c.provider_message_id,
+                ).where(
+                    messages.c.direction == Direction.OUTBOUND,
+                    sa.tuple_(messages.c.channel_id, messages.c.provider_message_id).in_(chunk),
+                )
+            ).all()
+    return {
+        (row.channel_id, row.provider_message_id): (row.id, row.org_id, MessageStatus(row.status))
+        for row in rows
+    }
+
+
 _STATUS_UPDATE = (
     sa.update(messages)
     .where(messages.c.id == sa.bindparam("mid"), messages.c.status == sa.bindparam("was"))
@@ -1130,52 +1253,47 @@ _STATUS_UPDATE = (
 def _update_statuses(conn: Connection, rows: list[dict[str, Any]], now: datetime) -> None:
     """Move many messages on (each only from the status it was read in).
 
-    PostgreSQL: one ``UPDATE ... FROM (VALUES ...)`` for the batch, one statement to parse,
+    PostgreSQL: one ``UPDATE ... FROM unnest(arrays)`` for the batch, one statement to parse,
     plan and execute instead of one per message. SQLite: ``executemany`` of the same UPDATE
     (in-process, so a statement per row costs no round trip)."""
     if conn.dialect.name != "postgresql":
         conn.execute(_STATUS_UPDATE, [{**row, "now": now} for row in rows])
         return
-    for start in range(0, len(rows), 1000):
-        chunk = rows[start : start + 1000]
-        v = sa.values(
-            sa.column("mid", sa.BigInteger()),
-            sa.column("was", sa.String()),
-            sa.column("new", sa.String()),
-            sa.column("delivered_at", UTCDateTime()),
-            sa.column("error_code", sa.String()),
-            sa.column("error_detail", sa.Text()),
-            name="v",
-        ).data(
-            [
-                (
-                    r["mid"],
-                    str(r["was"]),
-                    str(r["new"]),
-                    r["delivered_at"],
-                    r["error_code"],
-                    r["error_detail"],
-                )
-                for r in chunk
-            ]
-        )
-        conn.execute(
-            sa.update(messages)
-            .where(messages.c.id == v.c.mid, messages.c.status == v.c.was)
-            .values(
-                status=v.c.new,
-                updated_at=now,
-                delivered_at=sa.func.coalesce(
-                    sa.cast(v.c.delivered_at, UTCDateTime()), messages.c.delivered_at
-                ),
-                error_code=sa.func.coalesce(
-                    sa.cast(v.c.error_code, sa.String()), messages.c.error_code
-                ),
-                error_detail=sa.func.coalesce(
-                    sa.cast(v.c.error_detail, sa.Text()), messages.c.error_detail
-                ),
-            )
-        )
+    conn.execute(
+        _STATUS_UPDATE_PG,
+        {
+            "mids": [r["mid"] for r in rows],
+            "was": [str(r["was"]) for r in rows],
+            "new": [str(r["new"]) for r in rows],
+            "delivered": [r["delivered_at"] for r in rows],
+            "codes": [r["error_code"] for r in rows],
+            "details": [r["error_detail"] for r in rows],
+            "now": now,
+        },
+    )
+
+
+#: The batch as six arrays: one statement text, compiled once and parsed with seven parameters
+#: (a literal ``VALUES`` list was rendered and parsed anew for every batch).
+_STATUS_UPDATE_PG = sa.text(
+    """
+    UPDATE messages AS m SET
+        status = v.new,
+        updated_at = :now,
+        delivered_at = coalesce(v.delivered_at, m.delivered_at),
+        error_code = coalesce(v.error_code, m.error_code),
+        error_detail = coalesce(v.error_detail, m.error_detail)
+    FROM unnest(
+        CAST(:mids AS bigint[]),
+        CAST(:was AS text[]),
+        CAST(:new AS text[]),
+        CAST(:delivered AS timestamptz[]),
+        CAST(:codes AS text[]),
+        CAST(:details AS text[])
+    ) AS v(mid, was, new, delivered_at, error_code, error_detail)
+    WHERE m.id = v.mid AND m.status = v.was
+    """
+).bindparams(sa.bindparam("now", type_=UTCDateTime()))
 
 
 def _advance(
@@ -1223,6 +1341,13 @@ def orphaned_ids(conn: Connection, keys: Sequence[tuple[int, str]]) -> set[tuple
     """Which of these (channel, provider id) pairs have parked reports waiting."""
     found: set[tuple[int, str]] = set()
     unique = sorted(set(keys))
+    if unique and conn.dialect.name == "postgresql":
+        # Two arrays, one statement text (see ``_current_statuses``).
+        rows = conn.execute(
+            _ORPHANED_PG,
+            {"channels": [k[0] for k in unique], "pids": [k[1] for k in unique]},
+        )
+        return {(r.channel_id, r.provider_message_id) for r in rows}
     for start in range(0, len(unique), 500):
         chunk = unique[start : start + 500]
         rows = conn.execute(
@@ -1236,6 +1361,15 @@ def orphaned_ids(conn: Connection, keys: Sequence[tuple[int, str]]) -> set[tuple
         )
         found.update((r.channel_id, r.provider_message_id) for r in rows)
     return found
+
+
+_ORPHANED_PG = sa.text(
+    """
+    SELECT DISTINCT o.channel_id, o.provider_message_id
+    FROM unnest(CAST(:channels AS bigint[]), CAST(:pids AS text[])) AS k(channel_id, pid)
+    JOIN orphan_reports AS o ON o.channel_id = k.channel_id AND o.provider_message_id = k.pid
+    """
+)
 
 
 def apply_orphans(
