@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 from datetime import timedelta
 from pathlib import Path
@@ -290,6 +291,48 @@ def test_parallel_normalization_gives_the_same_result(
     parallel = _import(db, cfg, acme.admin.principal, data, run={"processes": 2, "batch_rows": 700})
     assert (serial.inserted, serial.rejected) == (parallel.inserted, parallel.rejected)
     assert _rejects(db, serial.id) == _rejects(db, parallel.id)
+
+
+def test_the_collector_runs_less_often_during_an_import_and_is_put_back(
+    db: Database, acme: Org, cfg: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = gc.get_threshold()
+    seen: list[tuple[int, int, int]] = []
+    done = _import(
+        db,
+        cfg,
+        acme.admin.principal,
+        _big(300),
+        run={"batch_rows": 100, "on_progress": lambda _v: seen.append(gc.get_threshold())},
+    )
+    assert done.status == "done"
+    assert seen and all(t[0] == imports.GC_YOUNG_THRESHOLD for t in seen)
+    assert gc.get_threshold() == before
+    # Put back after a failed run too.
+    monkeypatch.setattr(imports, "_apply", lambda *_a: (_ for _ in ()).throw(RuntimeError("x")))
+    with pytest.raises(RuntimeError):
+        _import(db, cfg, acme.admin.principal, _big(10))
+    assert gc.get_threshold() == before
+
+
+def test_the_reading_process_collects_rarely(cfg: Settings, tmp_path: Path) -> None:
+    path = tmp_path / "list.csv"
+    path.write_text(_big(20))
+    plan = imports.csvimport.plan_for(["phone", "first", "opted_in"], {"phone": "phone"}, "US", {})
+    out: list[Any] = []
+
+    class Queue:
+        def put(self, item: Any) -> None:
+            out.append((item, gc.get_threshold()))
+
+    before = gc.get_threshold()
+    try:
+        imports._parse_into(Queue(), str(path), "utf-8", ",", plan, 1, False)
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+    assert out[-1][0] is None
+    assert all(t[0] == imports.GC_YOUNG_THRESHOLD for _item, t in out)
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,7 @@ ledger event is an opt-out is rejected (the contact is left as it is), whatever 
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -69,6 +70,14 @@ PARSE_ROWS = 5000
 #: it, starting that process costs more than it saves).
 PARALLEL_ROWS = 20_000
 LEASE_SECONDS = 120
+#: Python's cyclic garbage collector passes over the young objects every 700 container
+#: allocations (by default), over the older ones every 10 young passes, and over the whole heap
+#: as survivors pile up. An import allocates millions of containers (CSV rows, row values, the
+#: batch's tuples), none in a reference cycle, and keeps a batch of them alive long enough to
+#: be promoted, so the collector was over a third of the reading process's CPU time and of the
+#: batches' Python time (200,000 rows: reader 4.5 -> 2.7 CPU s, batches 3.1 -> 1.9 CPU s, with
+#: this). While an import runs the young threshold is this instead; collections still happen.
+GC_YOUNG_THRESHOLD = 100_000
 MAX_TAGS = 20
 _ATTRS = ("first_name", "last_name", "email", "zip", "state", "time_zone", "external_id")
 
@@ -470,6 +479,33 @@ class Cancelled(Exception):
     """The import was cancelled or taken over by another process between two batches."""
 
 
+_gc_lock = threading.Lock()
+_gc_runs = 0
+_gc_saved: tuple[int, int, int] | None = None
+
+
+@contextlib.contextmanager
+def fewer_collections() -> Iterator[None]:
+    """Raise the garbage collector's young threshold to :data:`GC_YOUNG_THRESHOLD` for the
+    duration (process-wide: several imports in one process share one raise, and the last to
+    finish puts back what was there before)."""
+    global _gc_runs, _gc_saved
+    with _gc_lock:
+        if _gc_runs == 0:
+            _gc_saved = gc.get_threshold()
+            young, *older = _gc_saved
+            gc.set_threshold(max(young, GC_YOUNG_THRESHOLD), *older)
+        _gc_runs += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_runs -= 1
+            if _gc_runs == 0 and _gc_saved is not None:
+                gc.set_threshold(*_gc_saved)
+                _gc_saved = None
+
+
 def run_import(
     db: Database,
     import_id: int,
@@ -503,9 +539,10 @@ def run_import(
         if processes is None:
             processes = 1 if (view.total_rows or 0) >= PARALLEL_ROWS else 0
         source = (row.path, view.encoding or "utf-8", view.delimiter or ",")
-        last_line = _pipeline(
-            db, run, plan, source, resume_line, processes, batch_rows, on_progress
-        )
+        with fewer_collections():
+            last_line = _pipeline(
+                db, run, plan, source, resume_line, processes, batch_rows, on_progress
+            )
     except Cancelled:
         with db.read() as conn:
             return get_import(conn, view.org_id, import_id)
@@ -557,7 +594,11 @@ def _parse(
 
 def _parse_into(queue: Any, *args: Any) -> None:
     """The reading stage in a process of its own: chunks into ``queue``, then None (or the
-    exception that stopped it)."""
+    exception that stopped it). The process is the reader's alone: what its start-up
+    imported is moved out of the collector's sight (``gc.freeze``) and young passes are rare."""
+    gc.freeze()
+    young, *older = gc.get_threshold()
+    gc.set_threshold(max(young, GC_YOUNG_THRESHOLD), *older)
     try:
         for parsed in _parse(*args):
             queue.put(parsed)
