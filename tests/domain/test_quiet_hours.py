@@ -352,6 +352,25 @@ def test_candidate_zone_precedence() -> None:
     )
 
 
+def test_the_phone_zones_are_looked_up_only_when_the_number_decides() -> None:
+    asked: list[str] = []
+
+    def from_phone() -> tuple[str, ...]:
+        asked.append("phone")
+        return (LA,)
+
+    assert candidate_zones(contact_tz=NY, zip_code=None, state=None, phone_zones=from_phone) == (
+        NY,
+    )
+    assert candidate_zones(contact_tz=None, zip_code="33101", state=None, phone_zones=from_phone)
+    assert candidate_zones(contact_tz=None, zip_code=None, state="TX", phone_zones=from_phone)
+    assert asked == []
+    assert candidate_zones(contact_tz=None, zip_code=None, state=None, phone_zones=from_phone) == (
+        LA,
+    )
+    assert asked == ["phone"]
+
+
 def test_candidate_zones_from_phonenumbers() -> None:
     num = phonenumbers.parse("+17752345678")
     zones = pn_timezone.time_zones_for_number(num)

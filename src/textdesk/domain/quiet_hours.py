@@ -40,7 +40,7 @@ Decisions made here (see also ``DESIGN.md``, "the compliance gate"):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
@@ -234,13 +234,16 @@ def candidate_zones(
     contact_tz: str | None,
     zip_code: str | None,
     state: str | None,
-    phone_zones: Sequence[str],
+    phone_zones: Sequence[str] | Callable[[], Sequence[str]],
 ) -> tuple[str, ...]:
     """Every IANA zone the recipient may be in; never empty.
 
     Precedence: the contact's stored zone; else the zones of its ZIP prefix; else every zone of
     its state; else every zone of the phone number (from phonenumbers); else all contiguous US
     zones (the strictest choice). Invalid zone names are skipped, not trusted.
+
+    ``phone_zones`` may be a function giving them, called only when the number decides (the
+    phone metadata look-up costs more than the whole rest of a quiet-hours check).
     """
     if contact_tz is not None and _valid_zone(contact_tz.strip()):
         return (contact_tz.strip(),)
@@ -250,7 +253,8 @@ def candidate_zones(
     code = us_zones.normalize_state(state)
     if code is not None and us_zones.STATE_ZONES.get(code):
         return us_zones.STATE_ZONES[code]
-    by_phone = _dedupe(z for z in phone_zones if z != _UNKNOWN_TZ and _valid_zone(z))
+    found = phone_zones() if callable(phone_zones) else phone_zones
+    by_phone = _dedupe(z for z in found if z != _UNKNOWN_TZ and _valid_zone(z))
     if by_phone:
         return by_phone
     return us_zones.CONTIGUOUS_US_ZONES

@@ -15,6 +15,7 @@ a sentence for the person who sent. Checks, in order:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -146,17 +147,31 @@ def _quiet_hours(
         contact_tz=recipient.time_zone,
         zip_code=recipient.zip,
         state=recipient.state,
-        phone_zones=area_code_time_zones(recipient.phone_e164),
+        phone_zones=lambda: area_code_time_zones(recipient.phone_e164),
     )
     state = quiet_hours.effective_state(state=recipient.state, zip_code=recipient.zip)
-    result = quiet_hours.check(
-        now, zones=zones, state=state, org_window=org_window, org_days=org_days
-    )
+    result = _check(now, zones, state, org_window, org_days)
     if result.allowed:
         return None
     if result.next_allowed is None:
         return Decision(Verdict.BLOCK, result.rule, f"not sent: {result.explanation}")
     return Decision(Verdict.DEFER, result.rule, f"held: {result.explanation}", result.next_allowed)
+
+
+@functools.lru_cache(maxsize=4096)
+def _check(
+    now: datetime,
+    zones: tuple[str, ...],
+    state: str | None,
+    org_window: quiet_hours.Window | None,
+    org_days: frozenset[int] | None,
+) -> quiet_hours.QuietDecision:
+    """``quiet_hours.check``, remembered: a pure function of its arguments, and a batch of
+    sends or a scan of the pool asks it about many recipients in the same zones at the same
+    ``now``."""
+    return quiet_hours.check(
+        now, zones=zones, state=state, org_window=org_window, org_days=org_days
+    )
 
 
 def _frequency(
