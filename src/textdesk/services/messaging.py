@@ -8,14 +8,12 @@ Outbound messages are created in the same transaction as whatever caused them; t
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -32,6 +30,7 @@ from textdesk.services.compliance import Recipient, Verdict
 from textdesk.services.errors import Invalid, NotFound, ServiceError
 from textdesk.settings import Settings
 from textdesk.store.db import Database
+from textdesk.store.recordset import any_of, recordset, rows_param
 from textdesk.store.tables import (
     UTCDateTime,
     channels,
@@ -130,9 +129,30 @@ def event_row(
     }
 
 
+_EVENT_COLS = (
+    "org_id",
+    "message_id",
+    "from_status",
+    "to_status",
+    "actor",
+    "reason",
+    "provider_code",
+    "detail",
+    "created_at",
+)
+_EVENTS = recordset(message_events, _EVENT_COLS)
+#: One statement for any number of event rows (see store/recordset.py).
+_INSERT_EVENTS = {
+    "postgresql": message_events.insert().from_select(
+        list(_EVENT_COLS), sa.select(*[_EVENTS.c[n] for n in _EVENT_COLS])
+    ),
+    "sqlite": message_events.insert(),
+}
+
+
 def add_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     if rows:
-        conn.execute(message_events.insert(), list(rows))
+        conn.execute(_INSERT_EVENTS[conn.dialect.name], rows_param(conn, list(rows)))
         # One live event per organization per batch (never one per message): the outbox
         # writes thousands of these a second.
         by_org: dict[int, list[int]] = {}
@@ -251,7 +271,7 @@ def outbound_context(conn: Connection, org_id: int, contact_id: int) -> Outbound
     )
 
 
-def _history_statement() -> Any:
+def _history_statement(dialect: str) -> Any:
     """The outbound history the gate needs, per contact, in one statement: the capped sends of
     the last 24 hours (as ``recent_sends(include_queued=True)`` counts them), whether anything
     that can reach the contact was ever sent (the first-message content rules), and the latest
@@ -285,7 +305,7 @@ def _history_statement() -> Any:
             sa.type_coerce(latest, UTCDateTime()).label("latest"),
         )
         .where(
-            messages.c.contact_id.in_(sa.bindparam("contact_ids", expanding=True)),
+            any_of(dialect, messages.c.contact_id, "contact_ids"),
             messages.c.direction == Direction.OUTBOUND,
         )
         .group_by(messages.c.contact_id)
@@ -293,7 +313,7 @@ def _history_statement() -> Any:
 
 
 _HANDED_OVER = (S.SENDING, S.SENT, S.DELIVERED, S.UNDELIVERED, S.UNKNOWN)
-_HISTORY = _history_statement()
+_HISTORY = {d: _history_statement(d) for d in ("postgresql", "sqlite")}
 
 _UPSERTS: dict[tuple[str, bool], Any] = {}
 
@@ -332,43 +352,17 @@ _MESSAGE_COLS = (
 )
 
 
-def _recordset(table: sa.Table, names: Sequence[str]) -> Any:
-    """PostgreSQL: ``jsonb_to_recordset(:rows) AS r(col type, ...)``, the rows of a multi-row
-    write as ONE parameter. A multi-row ``VALUES`` list is a new statement text for every
-    batch size, which the driver parses in Python each time (a fifth of a busy send screen's
-    CPU); this text never changes."""
-    rows = sa.cast(sa.bindparam("rows", type_=sa.Text()), JSONB())
-    return (
-        sa.func.jsonb_to_recordset(rows)
-        .table_valued(*[sa.column(n, table.c[n].type) for n in names])
-        .render_derived(name="r", with_types=True)
-    )
-
-
-def _rows_param(conn: Connection, rows: list[dict[str, Any]]) -> Any:
-    """The parameters of a statement from ``_conversation_upsert`` / ``_insert_messages``."""
-    if conn.dialect.name == "postgresql":
-        return {"rows": json.dumps(rows, default=_json_default, separators=(",", ":"))}
-    return rows
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"cannot write {type(value).__name__} as JSON")
-
-
 def _conversation_upsert(dialect: str, for_campaign: bool) -> Any:
     """Create the contacts' conversations or touch them, in one statement (``INSERT ... ON
     CONFLICT (org_id, contact_id) DO UPDATE ... RETURNING``; both engines have it): the sticky
     sender is set once, and a campaign's first message gives the thread to its agent unless
-    someone already has it. Run it with ``_rows_param``."""
+    someone already has it. Run it with ``rows_param``."""
     key = (dialect, for_campaign)
     stmt = _UPSERTS.get(key)
     if stmt is None:
         c = conversations.c
         if dialect == "postgresql":
-            r = _recordset(conversations, _CONVERSATION_COLS)
+            r = recordset(conversations, _CONVERSATION_COLS)
             base: Any = pg_insert(conversations).from_select(
                 list(_CONVERSATION_COLS), sa.select(*[r.c[n] for n in _CONVERSATION_COLS])
             )
@@ -390,7 +384,7 @@ def _conversation_upsert(dialect: str, for_campaign: bool) -> Any:
 
 def _insert_messages_statement(dialect: str) -> Any:
     if dialect == "postgresql":
-        r = _recordset(messages, _MESSAGE_COLS)
+        r = recordset(messages, _MESSAGE_COLS)
         return (
             messages.insert()
             .from_select(list(_MESSAGE_COLS), sa.select(*[r.c[n] for n in _MESSAGE_COLS]))
@@ -400,7 +394,7 @@ def _insert_messages_statement(dialect: str) -> Any:
 
 
 #: Rows come back in no particular order (SQLite's multi-row RETURNING has none): a wave has
-#: each contact once, so they are matched by contact. Run them with ``_rows_param``.
+#: each contact once, so they are matched by contact. Run them with ``rows_param``.
 _INSERT_MESSAGES = {d: _insert_messages_statement(d) for d in ("postgresql", "sqlite")}
 
 
@@ -553,7 +547,7 @@ def _queue_wave(
         history = {
             row.contact_id: row
             for row in conn.execute(
-                _HISTORY,
+                _HISTORY[conn.dialect.name],
                 {
                     "contact_ids": sorted({items[i].contact_id for i, _p, _c in checked}),
                     "since": now - timedelta(hours=24),
@@ -596,7 +590,7 @@ def _queue_wave(
             continue
         upserted = conn.execute(
             _conversation_upsert(conn.dialect.name, for_campaign),
-            _rows_param(
+            rows_param(
                 conn,
                 [
                     {
@@ -621,7 +615,7 @@ def _queue_wave(
     stored = {
         (r.org_id, r.contact_id): r
         for r in conn.execute(
-            _INSERT_MESSAGES[conn.dialect.name], _rows_param(conn, [p.row for p in plans])
+            _INSERT_MESSAGES[conn.dialect.name], rows_param(conn, [p.row for p in plans])
         )
     }
     assert len(stored) == len(plans)

@@ -47,6 +47,7 @@ from textdesk.services.errors import Conflict, Forbidden, Invalid, NotFound, Ser
 from textdesk.services.messaging import Message
 from textdesk.settings import Settings
 from textdesk.store.db import Database
+from textdesk.store.recordset import any_of, recordset, rows_param
 from textdesk.store.tables import (
     campaign_agents,
     campaign_contacts,
@@ -856,7 +857,7 @@ class _Job:
         return self.request.principal.org_id
 
 
-def _send_statement(lock: bool) -> sa.Select[Any]:
+def _send_statement(dialect: str) -> sa.Select[Any]:
     """Everything the sends of a campaign need, in one statement: the pool rows (locked on
     PostgreSQL, in id order so two groups never wait on each other in a circle), the campaign,
     the contacts, their conversations, the organization's name and rules, the name of the
@@ -904,31 +905,44 @@ def _send_statement(lock: bool) -> sa.Select[Any]:
         )
         .where(
             cc.c.campaign_id == sa.bindparam("campaign_id"),
-            cc.c.contact_id.in_(sa.bindparam("contact_ids", expanding=True)),
+            any_of(dialect, cc.c.contact_id, "contact_ids"),
             cc.c.org_id == sa.bindparam("org_id"),
         )
         .order_by(cc.c.id)
     )
-    if lock:
+    if dialect == "postgresql":
         # Two sends of the same contact queue here; the second sees the first's message.
         query = query.with_for_update(of=cc)
     return query
 
 
 # Built once (building and cache-keying statements per send was most of its Python cost).
-_SEND_ROWS = {False: _send_statement(False), True: _send_statement(True)}
-_MARK_SENT = (
-    sa.update(cc)
-    .where(cc.c.id == sa.bindparam("b_row_id"))
+_SEND_ROWS = {d: _send_statement(d) for d in ("postgresql", "sqlite")}
+_SENT_COLS = ("id", "status", "reason", "message_id", "sent_by", "sent_at")
+_SENT = recordset(cc, _SENT_COLS)
+#: The sent rows of a wave: one statement on PostgreSQL (see store/recordset.py).
+_MARK_SENT = {
+    "postgresql": sa.update(cc)
+    .where(cc.c.id == _SENT.c.id)
+    .values(
+        status=_SENT.c.status,
+        reason=_SENT.c.reason,
+        message_id=_SENT.c.message_id,
+        sent_by=_SENT.c.sent_by,
+        sent_at=_SENT.c.sent_at,
+        assigned_until=None,
+    ),
+    "sqlite": sa.update(cc)
+    .where(cc.c.id == sa.bindparam("b_id"))
     .values(
         status=sa.bindparam("b_status"),
         reason=sa.bindparam("b_reason"),
         message_id=sa.bindparam("b_message_id"),
-        sent_by=sa.bindparam("b_agent_id"),
-        sent_at=sa.bindparam("b_now", type_=cc.c.sent_at.type),
+        sent_by=sa.bindparam("b_sent_by"),
+        sent_at=sa.bindparam("b_sent_at", type_=cc.c.sent_at.type),
         assigned_until=None,
-    )
-)
+    ),
+}
 _MARK_SKIPPED = (
     sa.update(cc)
     .where(cc.c.id == sa.bindparam("b_row_id"))
@@ -991,7 +1005,7 @@ def _send_wave(
         by_campaign.setdefault((job.org_id, job.request.campaign_id), []).append(
             job.request.contact_id
         )
-    statement = _SEND_ROWS[conn.dialect.name == "postgresql"]
+    statement = _SEND_ROWS[conn.dialect.name]
     for (org_id, campaign_id), contact_ids in by_campaign.items():
         params = {"campaign_id": campaign_id, "org_id": org_id, "contact_ids": contact_ids}
         for found in conn.execute(statement, params):
@@ -1050,12 +1064,12 @@ def _send_wave(
         status = "skipped" if gone else "sent"
         sent_rows.append(
             {
-                "b_row_id": row.id,
-                "b_status": status,
-                "b_reason": message.gate_code if gone else None,
-                "b_message_id": message.id,
-                "b_agent_id": job.agent,
-                "b_now": now,
+                "id": row.id,
+                "status": status,
+                "reason": message.gate_code if gone else None,
+                "message_id": message.id,
+                "sent_by": job.agent,
+                "sent_at": now,
             }
         )
         # Activity renews the agent's other contacts once half their time is gone. A batch
@@ -1081,7 +1095,12 @@ def _send_wave(
             message, created=result.created, contact_id=job.request.contact_id, status=status
         )
     if sent_rows:
-        conn.execute(_MARK_SENT, sent_rows)
+        if conn.dialect.name == "postgresql":
+            conn.execute(_MARK_SENT["postgresql"], rows_param(conn, sent_rows))
+        else:
+            conn.execute(
+                _MARK_SENT["sqlite"], [{f"b_{k}": v for k, v in r.items()} for r in sent_rows]
+            )
     for (campaign_id, agent), timeout in renew.items():
         conn.execute(
             _RENEW,
