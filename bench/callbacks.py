@@ -18,6 +18,7 @@ from bench.common import (
     count_by_status,
     database,
     free_port,
+    loadavg,
     run_wrk,
     seed_outbox,
     start,
@@ -29,6 +30,16 @@ from textdesk.providers.simulator import signing
 SECRET = "simulator-secret"  # noqa: S105 - the simulator's public default
 DURATION = os.environ.get("BENCH_DURATION", "10s")
 CONNECTIONS = 64
+#: While iterating: ``BENCH_CALLBACK_CASES=postgresql:1,postgresql:2`` runs only those cases.
+CASES = [
+    (engine, int(processes))
+    for engine, processes in (
+        case.split(":")
+        for case in os.environ.get(
+            "BENCH_CALLBACK_CASES", "postgresql:1,postgresql:2,sqlite:1"
+        ).split(",")
+    )
+]
 
 
 def _lua(path: str, n: int, workdir: Path) -> Path:
@@ -95,11 +106,12 @@ def run(workdir: Path, *, messages: int = 40_000) -> list[dict[str, object]]:
                 "p99_ms": round(r["p99"], 1),
                 "non_2xx": r["errors"],
                 "applied": "-",
+                "load": loadavg(),
             }
         )
     finally:
         stop(bare)
-    for engine, web_workers in (("postgresql", 1), ("postgresql", 2), ("sqlite", 1)):
+    for engine, web_workers in CASES:
         with database(engine, workdir) as url:
             _org, channel_id = seed_outbox(
                 url, messages, provider_url="http://127.0.0.1:9", status="sent"
@@ -133,6 +145,7 @@ def run(workdir: Path, *, messages: int = 40_000) -> list[dict[str, object]]:
                     "p99_ms": round(r["p99"], 1),
                     "non_2xx": r["errors"],
                     "applied": applied,
+                    "load": loadavg(),
                 }
             )
             print(results[-1], flush=True)

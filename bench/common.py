@@ -236,3 +236,11 @@ def run_wrk(
         "errors": int(non2xx.group(1)) if non2xx else 0,
         "socket": errors.group(1) if errors else "",
     }
+
+
+def loadavg() -> str:
+    """The 1-minute load average now (every figure is recorded with it: the machine is shared)."""
+    try:
+        return Path("/proc/loadavg").read_text().split()[0]
+    except OSError:
+        return "?"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -16,7 +17,15 @@ from textdesk.providers.base import StatusReport
 from textdesk.services import consent, messaging
 from textdesk.settings import Settings
 from textdesk.store.db import Database
-from textdesk.store.tables import channels, contacts, messages, organizations, orphan_reports
+from textdesk.store.tables import (
+    channel_throttle,
+    channels,
+    contacts,
+    messages,
+    organizations,
+    orphan_reports,
+    utcnow,
+)
 
 
 def test_claim_leases_and_never_twice(db: Database, settings: Settings, acme: Org) -> None:
@@ -99,6 +108,28 @@ def test_channel_rate_holds(db: Database, settings: Settings, acme: Org) -> None
     assert len(first.claimed) == 2, "a 2/s channel sends its one-second burst, no more"
     second = outbox.claim(db, settings, worker_id="w", limit=100)
     assert second.claimed == [] and second.next_in is not None and 0 < second.next_in <= 1.0
+
+
+def test_busy_channel_is_tried_again_soon(db: Database, settings: Settings, acme: Org) -> None:
+    """A claim that finds the channel's throttle row held by another worker's claim (PostgreSQL
+    skips it) says when to look again: soon, not after the idle poll."""
+    admin = acme.admin.principal
+    channel_id = channel(db, admin)
+    queue(db, settings, admin, people(db, admin, 2))
+    if db.dialect != "postgresql":
+        return  # SQLite's BEGIN IMMEDIATE serializes claims: a claim never finds it held
+    with db.write() as conn:
+        conn.execute(channel_throttle.insert().values(channel_id=channel_id, tat=utcnow()))
+    with db.write() as other:
+        other.execute(
+            sa.select(channel_throttle.c.tat)
+            .where(channel_throttle.c.channel_id == channel_id)
+            .with_for_update()
+        )
+        busy = outbox.claim(db, settings, worker_id="w1", limit=10)
+        assert busy.claimed == []
+        assert busy.next_in is not None and busy.next_in < settings.delivery_poll_seconds
+    assert len(outbox.claim(db, settings, worker_id="w1", limit=10).claimed) == 2
 
 
 def test_multi_segment_messages_cost_their_segments(
@@ -293,3 +324,104 @@ def test_batched_reports(db: Database, settings: Settings, acme: Org) -> None:
         assert row.error_code == "sim:30003" and row.error_detail == "unreachable"
         assert conn.execute(sa.select(orphan_reports.c.provider_message_id)).scalar() == "nobody"
     assert [t[1] for t in trail(db, ids[0])].count("delivered") == 1
+
+
+def _advisory_locks_taken(db: Database) -> list[str]:
+    """Record the statements that take advisory locks on this engine (PostgreSQL)."""
+    seen: list[str] = []
+
+    @sa.event.listens_for(db.engine, "before_cursor_execute")
+    def _spy(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "pg_advisory_xact_lock" in statement:
+            seen.append(statement)
+
+    return seen
+
+
+def test_reports_that_find_their_messages_take_no_locks(
+    db: Database, settings: Settings, acme: Org
+) -> None:
+    admin = acme.admin.principal
+    ch = channel(db, admin)
+    queue(db, settings, admin, people(db, admin, 2))
+    claimed = outbox.claim(db, settings, worker_id="w", limit=2).claimed
+    outbox.record(db, [Sent(c, f"L{c.id}") for c in claimed], actor="w")
+    locks = _advisory_locks_taken(db)
+    found = messaging.apply_statuses(
+        db, [(ch, StatusReport(f"L{c.id}", S.DELIVERED), "p") for c in claimed]
+    )
+    assert found == [True, True]
+    assert locks == [], "every message was found: nothing to serialize with"
+    assert not messaging.apply_statuses(db, [(ch, StatusReport("nobody", S.DELIVERED), "p")])[0]
+    assert len(locks) == (1 if db.dialect == "postgresql" else 0)
+
+
+def test_report_racing_the_stored_provider_id_waits_and_finds_it(
+    db: Database, settings: Settings, acme: Org
+) -> None:
+    """A report arrives while the transaction storing its provider id is still open: it must
+    not park itself as an orphan the storing transaction has already looked for."""
+    if db.dialect != "postgresql":
+        return  # SQLite's BEGIN IMMEDIATE serializes the two transactions outright
+    admin = acme.admin.principal
+    ch = channel(db, admin)
+    [mid] = queue(db, settings, admin, people(db, admin, 1))
+    assert len(outbox.claim(db, settings, worker_id="w", limit=1).claimed) == 1
+    result: list[list[bool]] = []
+    with db.write() as sender:
+        # What outbox.record does, stopped before its commit: store the id, take its lock,
+        # look for parked reports (none yet).
+        sender.execute(
+            sa.update(messages)
+            .where(messages.c.id == mid)
+            .values(status=S.SENT, provider_message_id="RACE-1")
+        )
+        messaging.lock_provider_ids(sender, ch, ["RACE-1"])
+        assert messaging.orphaned_ids(sender, [(ch, "RACE-1")]) == set()
+        report = threading.Thread(
+            target=lambda: result.append(
+                messaging.apply_statuses(db, [(ch, StatusReport("RACE-1", S.DELIVERED), "p")])
+            )
+        )
+        report.start()
+        report.join(0.5)
+        assert report.is_alive(), "the report waits for the storing transaction"
+    report.join(30)
+    assert result == [[True]]
+    assert statuses(db, [mid]) == {mid: "delivered"}
+    with db.read() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(orphan_reports)).scalar() == 0
+
+
+def test_report_parked_first_is_found_by_the_storing_transaction(
+    db: Database, settings: Settings, acme: Org
+) -> None:
+    """The other order: the report's transaction holds the id's lock and parks it; the storing
+    transaction, already past its UPDATE, waits for that lock and then applies the report."""
+    if db.dialect != "postgresql":
+        return
+    admin = acme.admin.principal
+    ch = channel(db, admin)
+    [mid] = queue(db, settings, admin, people(db, admin, 1))
+    [claimed] = outbox.claim(db, settings, worker_id="w", limit=1).claimed
+    done = threading.Event()
+    with db.write() as reporter:
+        messaging.lock_provider_ids(reporter, ch, ["RACE-2"])
+        sender = threading.Thread(
+            target=lambda: (
+                outbox.record(db, [Sent(claimed, "RACE-2")], actor="w"),
+                done.set(),
+            )
+        )
+        sender.start()
+        assert not done.wait(0.5), "the storing transaction waits for the report's lock"
+        reporter.execute(
+            orphan_reports.insert().values(
+                channel_id=ch,
+                provider_message_id="RACE-2",
+                status=S.DELIVERED,
+                created_at=utcnow(),
+            )
+        )
+    sender.join(30)
+    assert statuses(db, [mid]) == {mid: "delivered"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 
 from textdesk.delivery.dispatcher import Dispatcher
 from textdesk.settings import Settings
@@ -22,8 +23,21 @@ async def serve_worker(settings: Settings, db: Database) -> None:
     await Dispatcher(settings, db).run(stop)
 
 
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    """uvloop's event loop where it is installed (``uvicorn[standard]`` brings it on Linux and
+    macOS; the web server already runs on it), else asyncio's own. A worker's event loop runs
+    hundreds of provider calls at once, and uvloop's costs less CPU per call (measured with the
+    dispatch benchmark: see docs/benchmarks.md)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop
+    return uvloop.new_event_loop
+
+
 def run_worker(settings: Settings, db: Database) -> None:
-    asyncio.run(serve_worker(settings, db))
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        runner.run(serve_worker(settings, db))
 
 
 class EmbeddedWorker:
