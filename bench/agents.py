@@ -47,7 +47,7 @@ from textdesk.store.tables import (
 
 AGENTS = int(os.environ.get("BENCH_AGENTS", "500"))
 CONTACTS = int(os.environ.get("BENCH_CONTACTS", "200000"))
-BATCH = int(os.environ.get("BENCH_BATCH", "100"))
+BATCH = int(os.environ.get("BENCH_BATCH", "200"))
 DURATION = os.environ.get("BENCH_DURATION", "15s")
 #: The paced phase: each agent waits this long (uniformly at random, ms) after each answer
 #: before the next send; with 500 agents that offers about 1,000 sends/s when answers are fast.

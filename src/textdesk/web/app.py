@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -98,6 +99,11 @@ def create_app(
         app.state.import_runner = imports.ImportRunner(database)
         if settings.embedded_worker:
             app.state.import_runner.start()
+        # Everything built so far (modules, tables, compiled statements) lives as long as the
+        # process: out of the cyclic collector's sight, a full collection does not walk it and
+        # pause every request meanwhile.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
