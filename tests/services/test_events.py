@@ -169,11 +169,9 @@ def test_large_id_lists_are_split_under_the_notify_limit(db: Database) -> None:
     asyncio.run(run())
 
 
-def test_other_processes_hear_it_through_postgresql(db: Database, db_url: str) -> None:
-    """A second process is simulated by a listener that does not skip our own origin."""
-    if db.dialect != "postgresql":
-        pytest.skip("LISTEN/NOTIFY is PostgreSQL's")
-    org = _org(db, "one")
+def _listening(db_url: str) -> tuple[list[str], threading.Event, threading.Thread]:
+    """A LISTEN connection in a thread (like another process): the payloads it hears, the event
+    that stops it, and the thread; it is listening when this returns."""
     heard: list[str] = []
     ready = threading.Event()
     stop = threading.Event()
@@ -192,6 +190,15 @@ def test_other_processes_hear_it_through_postgresql(db: Database, db_url: str) -
     thread = threading.Thread(target=listen, daemon=True)
     thread.start()
     assert ready.wait(5)
+    return heard, stop, thread
+
+
+def test_other_processes_hear_it_through_postgresql(db: Database, db_url: str) -> None:
+    """A second process is simulated by a listener that does not skip our own origin."""
+    if db.dialect != "postgresql":
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's")
+    org = _org(db, "one")
+    heard, stop, thread = _listening(db_url)
     with pytest.raises(RuntimeError), db.write() as conn:
         events.publish(conn, org, "rolled.back", {"n": 0})
         raise RuntimeError("boom")
@@ -234,24 +241,7 @@ def test_one_notification_carries_many_events_of_a_transaction(db: Database, db_
     if db.dialect != "postgresql":
         pytest.skip("LISTEN/NOTIFY is PostgreSQL's")
     org = _org(db, "one")
-    heard: list[str] = []
-    ready = threading.Event()
-    stop = threading.Event()
-
-    def listen() -> None:
-        import psycopg
-
-        dsn = db_url.replace("postgresql+psycopg://", "postgresql://", 1)
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(f"LISTEN {events.CHANNEL}")
-            ready.set()
-            while not stop.is_set():
-                for note in conn.notifies(timeout=0.2):
-                    heard.append(note.payload)
-
-    thread = threading.Thread(target=listen, daemon=True)
-    thread.start()
-    assert ready.wait(5)
+    heard, stop, thread = _listening(db_url)
     with db.write() as conn:
         for n in range(300):
             events.publish(conn, org, "message.new", {"message_id": n, "conversation_id": n})

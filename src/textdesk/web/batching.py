@@ -1,73 +1,129 @@
-"""Delivery reports are applied in batches: each webhook request waits until the transaction
-holding its report has committed (so a 200 still means "stored"), but one transaction carries
-every report that arrived meanwhile."""
+"""Group commit for the web's hot writes: requests that arrive while a transaction is being
+written wait for the next one, which carries all of them. Each request is answered on its own,
+and only after the transaction holding it has committed (so a 200 still means "stored").
+
+Two users: delivery reports (``StatusBatcher``: a webhook's report is applied with every report
+that arrived meanwhile) and the send screen's send actions (``SendBatcher``, in
+``send_batching.py``: one transaction for the agents who pressed Enter at the same moment)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
 
 from textdesk.providers.base import StatusReport
 from textdesk.services import messaging
 from textdesk.store.db import Database
 
 log = logging.getLogger(__name__)
-MAX_BATCH = 500
-#: Batches applied at once on PostgreSQL: while one waits on the database, the next is on its
-#: way. SQLite keeps one: its single write lock would make them spin on the busy timeout
-#: (measured: p99 from 137 ms to 785 ms with three).
-CONCURRENT_BATCHES = 3
 
-_Item = tuple[int, StatusReport, str, "asyncio.Future[bool]"]
+In = TypeVar("In")
+Out = TypeVar("Out")
 
 
-class StatusBatcher:
-    def __init__(self, db: Database) -> None:
-        self._db = db
-        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
+class Batcher(Generic[In, Out]):
+    """Hands what was submitted meanwhile (up to ``max_batch``) to ``apply`` in a thread, with
+    at most ``concurrent`` batches in flight. ``apply`` returns one result per item, in order;
+    an item's result that is an exception is raised to that item's caller alone, and an
+    exception from ``apply`` itself to every caller of the batch (who answer 5xx)."""
+
+    def __init__(
+        self,
+        apply: Callable[[list[In]], Sequence[Out | Exception]],
+        *,
+        max_batch: int,
+        concurrent: int,
+        what: str,
+    ) -> None:
+        self._apply_batch = apply
+        self._max_batch = max_batch
+        self._concurrent = concurrent
+        self._what = what
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: asyncio.Queue[tuple[In, asyncio.Future[Out]]] | None = None
+        self._slots: asyncio.Semaphore | None = None
         self._task: asyncio.Task[None] | None = None
-        self._slots = asyncio.Semaphore(1 if db.is_sqlite else CONCURRENT_BATCHES)
         self._running: set[asyncio.Task[None]] = set()
 
-    async def submit(self, channel_id: int, report: StatusReport, actor: str) -> bool:
+    async def submit(self, item: In) -> Out:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            # First use, or a new event loop (test clients may run one per session).
+            self._loop = loop
+            self._queue = asyncio.Queue()
+            self._slots = asyncio.Semaphore(self._concurrent)
+            self._task = None
+            self._running = set()
+        assert self._queue is not None
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run())
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        await self._queue.put((channel_id, report, actor, future))
+        future: asyncio.Future[Out] = loop.create_future()
+        await self._queue.put((item, future))
         return await future
 
     async def _run(self) -> None:
+        assert self._queue is not None and self._slots is not None
+        queue, slots = self._queue, self._slots
         while True:
-            batch = [await self._queue.get()]
-            await self._slots.acquire()
-            while len(batch) < MAX_BATCH and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            task = asyncio.create_task(self._apply(batch))
+            batch = [await queue.get()]
+            await slots.acquire()
+            while len(batch) < self._max_batch and not queue.empty():
+                batch.append(queue.get_nowait())
+            task = asyncio.create_task(self._apply(batch, slots))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
-    async def _apply(self, batch: list[_Item]) -> None:
+    async def _apply(
+        self, batch: list[tuple[In, asyncio.Future[Out]]], slots: asyncio.Semaphore
+    ) -> None:
         try:
-            found = await asyncio.to_thread(
-                messaging.apply_statuses, self._db, [(c, r, a) for c, r, a, _f in batch]
-            )
+            results = await asyncio.to_thread(self._apply_batch, [item for item, _f in batch])
         except Exception as exc:  # every waiting request learns it failed (and answers 5xx)
-            log.exception("applying %d delivery reports failed", len(batch))
-            for *_rest, future in batch:
+            log.exception("%d %s failed together", len(batch), self._what)
+            for _item, future in batch:
                 if not future.done():
                     future.set_exception(exc)
             return
         finally:
-            self._slots.release()
-        for (*_rest, future), ok in zip(batch, found, strict=True):
-            if not future.done():
-                future.set_result(ok)
+            slots.release()
+        for (_item, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue  # the request went away; what it asked for is done all the same
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
 
     async def aclose(self) -> None:
         if self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, RuntimeError):
                 await self._task
+
+
+#: Delivery reports in one transaction at most.
+MAX_BATCH = 500
+#: Batches applied at once on PostgreSQL: while one waits on the database, the next is on its
+#: way. SQLite keeps one: its single write lock would make them spin on the busy timeout
+#: (measured: p99 from 137 ms to 785 ms with three).
+CONCURRENT_BATCHES = 3
+
+_Report = tuple[int, StatusReport, str]
+
+
+class StatusBatcher(Batcher[_Report, bool]):
+    """Delivery reports: ``submit((channel_id, report, actor))`` answers whether the report's
+    message was found (an unknown one is parked for later)."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(
+            lambda batch: messaging.apply_statuses(db, batch),
+            max_batch=MAX_BATCH,
+            concurrent=1 if db.is_sqlite else CONCURRENT_BATCHES,
+            what="delivery reports",
+        )

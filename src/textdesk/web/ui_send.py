@@ -56,7 +56,7 @@ def take_batch(campaign_id: int, db: Db, actor: Actor) -> Any:
 async def send_one(request: Request, campaign_id: int, body: ContactIn, actor: Actor) -> Any:
     batcher: SendBatcher = request.app.state.send_batcher  # shared with the API's sends
     try:
-        sent = await batcher.send(p2p.SendRequest(actor, campaign_id, body.contact_id))
+        sent = await batcher.submit(p2p.SendRequest(actor, campaign_id, body.contact_id))
     except p2p.Refused as exc:
         return refused(exc)
     m = sent.message

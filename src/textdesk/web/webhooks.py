@@ -114,7 +114,7 @@ async def webhook(provider: str, channel_id: int, kind: str, request: Request) -
             report = adapter.parse_status(hook)
             if report is not None:
                 batcher: StatusBatcher = request.app.state.status_batcher
-                await batcher.submit(channel_id, report, f"provider:{name}")
+                await batcher.submit((channel_id, report, f"provider:{name}"))
     except ValueError as exc:
         # A malformed callback: say what was wrong, but answer 200 so the provider stops.
         log.warning("ignored malformed %s %s webhook: %s", name, kind, exc)

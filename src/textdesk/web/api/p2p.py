@@ -175,7 +175,7 @@ async def send_action(state: Any, caller: Principal, campaign_id: int, body: Sen
     its own once that transaction committed."""
     batcher: SendBatcher = state.send_batcher
     try:
-        sent = await batcher.send(
+        sent = await batcher.submit(
             p2p.SendRequest(
                 caller, campaign_id, body.contact_id, body.step, body.body, body.agent_id
             )
