@@ -8,6 +8,7 @@ import signal
 from collections.abc import Callable
 
 from textdesk.delivery.dispatcher import Dispatcher
+from textdesk.runtime import freeze_startup_objects
 from textdesk.settings import Settings
 from textdesk.store.db import Database
 
@@ -36,6 +37,7 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
 
 
 def run_worker(settings: Settings, db: Database) -> None:
+    freeze_startup_objects()
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         runner.run(serve_worker(settings, db))
 

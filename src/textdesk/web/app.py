@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from textdesk import __version__
 from textdesk.delivery.worker import EmbeddedWorker
 from textdesk.providers.simulator.config import SimulatorConfig
+from textdesk.runtime import freeze_startup_objects
 from textdesk.services import events as live_events
 from textdesk.services import imports
 from textdesk.settings import Settings
@@ -99,11 +99,7 @@ def create_app(
         app.state.import_runner = imports.ImportRunner(database)
         if settings.embedded_worker:
             app.state.import_runner.start()
-        # Everything built so far (modules, tables, compiled statements) lives as long as the
-        # process: out of the cyclic collector's sight, a full collection does not walk it and
-        # pause every request meanwhile.
-        gc.collect()
-        gc.freeze()
+        freeze_startup_objects()  # full collections stop pausing every request
         try:
             yield
         finally:
