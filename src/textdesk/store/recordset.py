@@ -9,7 +9,13 @@ it is parsed once, prepared after a few uses, and runs as one statement. On the 
 multi-row texts alone cost a fifth of the process's CPU.
 
 SQLite keeps plain ``executemany`` (its driver has no such cost): build both, and pass
-:func:`rows_param` as the parameters."""
+:func:`rows_param` as the parameters.
+
+The delivery paths (``outbox._mark_sent``, ``messaging._update_statuses`` and the report look-ups)
+do the same with one array per column, ``unnest(CAST(:a AS bigint[]), ...)``: cheaper to encode
+for a few scalar columns, where a recordset pays for JSON; a recordset takes any number of
+columns of any type (the send path's 20-column message rows, with a JSON column) in one
+parameter."""
 
 from __future__ import annotations
 
