@@ -6,6 +6,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from tests.conftest import Org
@@ -425,3 +426,51 @@ def test_report_parked_first_is_found_by_the_storing_transaction(
         )
     sender.join(30)
     assert statuses(db, [mid]) == {mid: "delivered"}
+
+
+def test_two_batches_with_the_same_reports_take_turns_and_write_one_event_each(
+    db: Database, settings: Settings, acme: Org, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two batches carry reports for the same messages, in opposite orders (a provider's
+    retries reaching two web processes): the second waits for the first, then finds the new
+    status, so each transition has one event row, and neither batch deadlocks."""
+    if db.dialect != "postgresql":
+        return  # SQLite's BEGIN IMMEDIATE serializes the two transactions outright
+    admin = acme.admin.principal
+    ch = channel(db, admin)
+    ids = queue(db, settings, admin, people(db, admin, 2))
+    claimed = outbox.claim(db, settings, worker_id="w", limit=2).claimed
+    outbox.record(db, [Sent(c, f"T{c.id}") for c in claimed], actor="w")
+    reports = [(ch, StatusReport(f"T{i}", S.DELIVERED), "p") for i in ids]
+    real = messaging._update_statuses
+    first_holds = threading.Event()
+    release = threading.Event()
+
+    def held_first(conn: Any, rows: Any, now: Any) -> None:
+        if not first_holds.is_set():
+            first_holds.set()
+            assert release.wait(10)
+        real(conn, rows, now)
+
+    monkeypatch.setattr(messaging, "_update_statuses", held_first)
+    errors: list[BaseException] = []
+
+    def apply(batch: Any) -> None:
+        try:
+            messaging.apply_statuses(db, batch)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    first = threading.Thread(target=apply, args=(reports,))
+    first.start()
+    assert first_holds.wait(10)  # the first batch has read both messages
+    second = threading.Thread(target=apply, args=(list(reversed(reports)),))
+    second.start()
+    second.join(0.5)
+    release.set()
+    first.join(30)
+    second.join(30)
+    assert errors == []
+    assert statuses(db, ids) == {i: "delivered" for i in ids}
+    for i in ids:
+        assert [t[1] for t in trail(db, i)].count("delivered") == 1, trail(db, i)
