@@ -483,7 +483,9 @@ def queue_outbound_many(
     results: list[Queued | ServiceError | None] = [None] * len(items)
     for wave in _waves(items):
         _queue_wave(conn, settings, items, wave, now, results)
-    return [r for r in results if r is not None]
+    answered = [r for r in results if r is not None]
+    assert len(answered) == len(items), "every item gets its message or its error"
+    return answered
 
 
 def _waves(items: Sequence[Outbound]) -> list[list[int]]:

@@ -826,7 +826,9 @@ def send_many(
     if not grouped:
         for job in jobs:
             results[job.index] = _send_alone(db, settings, job, now)
-    return [r for r in results if r is not None]
+    answered = [r for r in results if r is not None]
+    assert len(answered) == len(requests), "every request gets its own answer"
+    return answered
 
 
 def _send_alone(
