@@ -214,9 +214,14 @@ def _choose_channel(
         return sticky
     if not pool:
         raise Invalid("this organization has no active sender number", field="channel_id")
-    # Spread new contacts over the pool deterministically, so a retry picks the same number.
+    return spread(phone, pool)
+
+
+def spread(phone: str, numbers: Sequence[int]) -> int:
+    """One of ``numbers`` (in the order given, never empty) for a contact without a sticky
+    sender: new contacts spread over the numbers deterministically, so a retry picks the same."""
     digest = int(hashlib.sha256(phone.encode()).hexdigest()[:8], 16)
-    return int(pool[digest % len(pool)])
+    return int(numbers[digest % len(numbers)])
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ message. On SQLite ``Database.write()`` is ``BEGIN IMMEDIATE``, which serializes
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import threading
 from collections.abc import Iterator, Sequence
@@ -520,6 +519,25 @@ def _scan_chunk(
     return True
 
 
+def _batch_request(
+    conn: Connection,
+    principal: Principal,
+    campaign_id: int,
+    count: int | None,
+    agent_id: int | None,
+    now: datetime,
+) -> tuple[Any, int, int, datetime]:
+    """A batch request checked (campaign, agent, sendable now): the campaign, the agent, how
+    many contacts they may hold and until when a new assignment runs."""
+    campaign = load_campaign(conn, principal.org_id, campaign_id)  # 404 before anything else
+    agent = agent_for(principal, agent_id)
+    _check_sendable(campaign_id, campaign.status, campaign.starts_at, campaign.ends_at, now)
+    _check_agent(conn, principal.org_id, campaign_id, agent)
+    size = max(1, campaign.batch_size)
+    until = now + timedelta(seconds=campaign.assignment_timeout_seconds)
+    return campaign, agent, min(count or size, size), until
+
+
 def _request_batch_locked(
     db: Database,
     principal: Principal,
@@ -530,13 +548,9 @@ def _request_batch_locked(
 ) -> Batch:
     org_id = principal.org_id
     with db.write() as conn:
-        campaign = load_campaign(conn, org_id, campaign_id)  # 404 before anything else
-        agent = agent_for(principal, agent_id)
-        _check_sendable(campaign_id, campaign.status, campaign.starts_at, campaign.ends_at, now)
-        _check_agent(conn, org_id, campaign_id, agent)
-        size = max(1, campaign.batch_size)
-        wanted = min(count or size, size)
-        until = now + timedelta(seconds=campaign.assignment_timeout_seconds)
+        campaign, agent, wanted, until = _batch_request(
+            conn, principal, campaign_id, count, agent_id, now
+        )
         # The agent is active: their own contacts stay theirs (even if just expired).
         held = _renew_held(conn, campaign_id, agent, until)
         _reap(conn, now, campaign_id)
@@ -581,14 +595,10 @@ def _request_batch_short_writes(
 ) -> Batch:
     org_id = principal.org_id
     with db.read() as conn:
-        campaign = load_campaign(conn, org_id, campaign_id)  # 404 before anything else
-        agent = agent_for(principal, agent_id)
-        _check_sendable(campaign_id, campaign.status, campaign.starts_at, campaign.ends_at, now)
-        _check_agent(conn, org_id, campaign_id, agent)
+        campaign, agent, wanted, until = _batch_request(
+            conn, principal, campaign_id, count, agent_id, now
+        )
         rules = org_settings.load(conn, org_id)
-    size = max(1, campaign.batch_size)
-    wanted = min(count or size, size)
-    until = now + timedelta(seconds=campaign.assignment_timeout_seconds)
     with db.write() as conn:
         # The agent is active: their own contacts stay theirs (even if just expired).
         held = _renew_held(conn, campaign_id, agent, until)
@@ -745,8 +755,7 @@ def _pick_channel(channel_ids: list[int], sticky: int | None, phone: str) -> int
         return None
     if sticky is not None and sticky in channel_ids:
         return sticky
-    digest = int(hashlib.sha256(phone.encode()).hexdigest()[:8], 16)
-    return sorted(channel_ids)[digest % len(channel_ids)]
+    return messaging.spread(phone, sorted(channel_ids))
 
 
 @dataclass(frozen=True)
