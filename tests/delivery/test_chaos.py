@@ -207,6 +207,17 @@ def test_sigkilled_workers_lose_and_duplicate_nothing(
         distinct_ids = conn.execute(
             sa.select(sa.func.count(sa.distinct(messages.c.provider_message_id))).where(outbound)
         ).scalar()
+        # Why messages failed or were blocked, for the assertion messages below.
+        failures = conn.execute(
+            sa.select(
+                messages.c.id, messages.c.attempts, messages.c.error_code, messages.c.error_detail
+            ).where(ours, messages.c.status == "failed")
+        ).all()
+        blocked = conn.execute(
+            sa.select(messages.c.id, messages.c.attempts, messages.c.gate_code).where(
+                ours, messages.c.status == "blocked"
+            )
+        ).all()
     assert sum(by_status.values()) == MESSAGES, "no message lost"
     assert set(answers) <= FINAL, "the simulated STOP/HELP replies were answered, too"
     assert set(by_status) <= FINAL, f"all final or unknown: {by_status}\n{stats}"
@@ -217,4 +228,4 @@ def test_sigkilled_workers_lose_and_duplicate_nothing(
     assert stats["accepted"] <= MESSAGES
     assert with_id == distinct_ids
     delivered = by_status.get("delivered", 0) + answers.count("delivered")
-    assert delivered == stats["delivered"], (by_status, answers, stats)
+    assert delivered == stats["delivered"], (by_status, answers, stats, failures, blocked)

@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-import httpx
 import sqlalchemy as sa
 
 from tests.conftest import Org
@@ -22,6 +21,7 @@ from textdesk.delivery import outbox, reconcile
 from textdesk.delivery.dispatcher import Dispatcher
 from textdesk.delivery.outbox import Sent
 from textdesk.domain.states import MessageStatus as S
+from textdesk.httpclient import provider_client
 from textdesk.providers.base import OutboundSms, StatusReport, TemporaryFailure
 from textdesk.settings import Settings
 from textdesk.store.db import Database
@@ -322,7 +322,8 @@ def test_the_dispatcher_reconciles_a_twilio_message_on_its_timer(
 
         async def run() -> None:
             stop = asyncio.Event()
-            async with httpx.AsyncClient() as http:
+            # The worker's own client (as ``textdesk worker`` builds it).
+            async with provider_client(8, live.provider_timeout_seconds) as http:
                 task = asyncio.create_task(
                     Dispatcher(live, db, http=http, worker_id="w9").run(stop)
                 )

@@ -9,6 +9,7 @@ import asyncio
 import base64
 import json
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import pytest
 
 from tests.providers.fake_http import Answer, fake_api
 from textdesk.domain.states import MessageStatus as S
+from textdesk.httpclient import ProviderClient
 from textdesk.providers import registry, telnyx, twilio
 from textdesk.providers.base import (
     AuthFailure,
@@ -73,6 +75,18 @@ def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+#: Builds the HTTP client an adapter gets: each lookup case runs through the worker's own
+#: client (``ProviderClient``) and through httpx (what the web app and older tests pass).
+Client = Callable[[], Any]
+
+
+@pytest.fixture(params=["worker", "httpx"])
+def client(request: pytest.FixtureRequest) -> Client:
+    if request.param == "worker":
+        return lambda: ProviderClient(4, 5)
+    return httpx.AsyncClient
 
 
 def test_which_providers_offer_lookup() -> None:
@@ -164,13 +178,13 @@ TWILIO_CASES = [
 
 
 @pytest.mark.parametrize("case", TWILIO_CASES, ids=lambda c: c.id)
-def test_twilio_lookup(case: Case) -> None:
+def test_twilio_lookup(case: Case, client: Client) -> None:
     with fake_api() as api:
         api.answer("GET", TW_PATH, case.answer)
         config = {"account_sid": TW_SID, "auth_token": TW_TOKEN, "api_base": api.url}
 
         async def run() -> StatusReport | ProviderError | None:
-            async with httpx.AsyncClient() as http:
+            async with client() as http:
                 return await _ask(twilio.create(config, TW_CONTEXT, http), TW_MSG)
 
         outcome = asyncio.run(run())
@@ -183,12 +197,12 @@ def test_twilio_lookup(case: Case) -> None:
     _check(outcome, case, TW_TOKEN)
 
 
-def test_twilio_lookup_escapes_the_id_and_reports_a_dead_api() -> None:
+def test_twilio_lookup_escapes_the_id_and_reports_a_dead_api(client: Client) -> None:
     with fake_api() as api:
         config = {"account_sid": TW_SID, "auth_token": TW_TOKEN, "api_base": api.url}
 
         async def run() -> StatusReport | ProviderError | None:
-            async with httpx.AsyncClient() as http:
+            async with client() as http:
                 return await _ask(twilio.create(config, TW_CONTEXT, http), "SM../../x?y")
 
         assert asyncio.run(run()) is None  # the fake answers 404 to anything unrouted
@@ -201,7 +215,7 @@ def test_twilio_lookup_escapes_the_id_and_reports_a_dead_api() -> None:
     }
 
     async def refused() -> StatusReport | ProviderError | None:
-        async with httpx.AsyncClient() as http:
+        async with client() as http:
             return await _ask(twilio.create(dead, TW_CONTEXT, http), TW_MSG)
 
     outcome = asyncio.run(refused())
@@ -283,13 +297,13 @@ TELNYX_CASES = [
 
 
 @pytest.mark.parametrize("case", TELNYX_CASES, ids=lambda c: c.id)
-def test_telnyx_lookup(case: Case) -> None:
+def test_telnyx_lookup(case: Case, client: Client) -> None:
     with fake_api() as api:
         api.answer("GET", TX_PATH, case.answer)
         config = {"api_key": TX_KEY, "public_key": TX_PUBLIC, "api_base": api.url}
 
         async def run() -> StatusReport | ProviderError | None:
-            async with httpx.AsyncClient() as http:
+            async with client() as http:
                 return await _ask(telnyx.create(config, TX_CONTEXT, http), TX_MSG)
 
         outcome = asyncio.run(run())
@@ -301,7 +315,7 @@ def test_telnyx_lookup(case: Case) -> None:
     _check(outcome, case, TX_KEY)
 
 
-def test_telnyx_lookup_of_a_dead_api() -> None:
+def test_telnyx_lookup_of_a_dead_api(client: Client) -> None:
     dead = {
         "api_key": TX_KEY,
         "public_key": TX_PUBLIC,
@@ -309,7 +323,7 @@ def test_telnyx_lookup_of_a_dead_api() -> None:
     }
 
     async def refused() -> StatusReport | ProviderError | None:
-        async with httpx.AsyncClient() as http:
+        async with client() as http:
             return await _ask(telnyx.create(dead, TX_CONTEXT, http), TX_MSG)
 
     outcome = asyncio.run(refused())

@@ -1,8 +1,9 @@
 """The dispatcher: claims due messages and keeps many provider calls in flight.
 
 One asyncio loop per worker process. Database work runs in threads (``asyncio.to_thread``);
-provider calls are async (one shared ``httpx.AsyncClient``). Outcomes are written in batches,
-so a thousand sends a second cost tens of transactions, not thousands.
+provider calls are async (one shared ``ProviderClient``, see ``textdesk.httpclient``).
+Outcomes are written in batches, so a thousand sends a second cost tens of transactions, not
+thousands.
 
 Stopping (SIGTERM, or the server shutting down) stops claiming, waits for the calls in
 flight, writes their outcomes and returns. A message claimed but not finished when the process
@@ -23,12 +24,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import httpx
 import sqlalchemy as sa
 
 from textdesk.delivery import outbox, reconcile, wakeup
 from textdesk.delivery.outbox import Claimed, Failed, Outcome, Retry, Sent, Unknown
-from textdesk.httpclient import provider_client
+from textdesk.httpclient import ProviderHttp, provider_client
 from textdesk.providers import registry
 from textdesk.providers.base import (
     AmbiguousFailure,
@@ -54,6 +54,13 @@ ASSIGNMENT_REAP_SECONDS = 30.0
 HOUSEKEEPING_SECONDS = 5.0
 FLUSH_SECONDS = 0.02
 FLUSH_SIZE = 200
+#: Messages claimed ahead of a free call slot, as a share of ``delivery_concurrency``: a claim
+#: is a transaction of several round trips, and a slot that frees while it runs would stay
+#: empty until it ends. Measured in one run (one worker, 256 calls of 200 ms): PostgreSQL 944/s
+#: without, 1,129/s with; SQLite 1,056/s and 1,210/s. At most ``delivery_concurrency`` calls are
+#: in flight all the same (``_calls``); the ones claimed ahead wait for a slot, and stopping
+#: sends them with the rest.
+CLAIM_AHEAD_SHARE = 0.25
 
 
 def webhook_url(base_url: str, provider: str, channel_id: int, kind: str) -> str:
@@ -98,7 +105,7 @@ class Dispatcher:
         settings: Settings,
         db: Database,
         *,
-        http: httpx.AsyncClient | None = None,
+        http: ProviderHttp | None = None,
         worker_id: str | None = None,
     ) -> None:
         self.settings = settings
@@ -110,7 +117,10 @@ class Dispatcher:
         )
         self._channels: dict[int, _Channel] = {}
         self._sink = _Sink(db, settings)
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._inflight: set[asyncio.Task[None]] = set()  # claimed, sending or waiting to
+        concurrency = max(1, settings.delivery_concurrency)
+        self._calls = asyncio.Semaphore(concurrency)  # provider calls in flight
+        self._ahead = min(settings.delivery_batch_size, int(concurrency * CLAIM_AHEAD_SHARE))
         self._outcomes: list[Outcome] = []
         self._failures: dict[int, int] = {}
         self._wake = asyncio.Event()
@@ -170,6 +180,13 @@ class Dispatcher:
     # --- sending ---------------------------------------------------------------------------
 
     async def _send(self, claimed: Claimed) -> None:
+        async with self._calls:
+            outcome = await self._call(claimed)
+        self._outcomes.append(outcome)
+        if len(self._outcomes) >= FLUSH_SIZE:
+            await self._flush()
+
+    async def _call(self, claimed: Claimed) -> Outcome:
         outcome: Outcome
         try:
             channel = await self._channel(claimed.channel_id)
@@ -200,9 +217,7 @@ class Dispatcher:
         except Exception as exc:  # an adapter bug must not lose the message: park it as unknown
             log.exception("provider adapter failed on message %s", claimed.id)
             outcome = Unknown(claimed, "adapter_error", f"{type(exc).__name__}: {exc}")
-        self._outcomes.append(outcome)
-        if len(self._outcomes) >= FLUSH_SIZE:
-            await self._flush()
+        return outcome
 
     def _ambiguous(self, claimed: Claimed, code: str, detail: str) -> Outcome:
         channel = self._channels.get(claimed.channel_id)
@@ -270,7 +285,9 @@ class Dispatcher:
                 if time.monotonic() >= next_housekeeping:
                     await self._housekeeping()
                     next_housekeeping = time.monotonic() + HOUSEKEEPING_SECONDS
-                room = self.settings.delivery_concurrency - len(self._inflight)
+                # Up to ``delivery_concurrency`` calls, and a few claimed messages waiting
+                # for a slot (``CLAIM_AHEAD_SHARE``); stopping sends those too.
+                room = self.settings.delivery_concurrency + self._ahead - len(self._inflight)
                 wait = self.settings.delivery_poll_seconds
                 if room > 0:
                     self._wake.clear()

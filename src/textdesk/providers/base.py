@@ -19,8 +19,8 @@ The core decides what to do with each (retry with backoff, fail, record an opt-o
 channel); adapters only translate.
 
 An adapter is built per channel from the channel's ``config`` (credentials, never logged) and
-the shared ``httpx.AsyncClient``. Sending is async because providers answer in 100-500 ms and
-throughput comes from keeping many calls in flight.
+the shared provider client (``textdesk.httpclient.ProviderHttp``). Sending is async because
+providers answer in 100-500 ms and throughput comes from keeping many calls in flight.
 """
 
 from __future__ import annotations

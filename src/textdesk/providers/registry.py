@@ -11,8 +11,7 @@ import importlib
 from collections.abc import Mapping
 from typing import Any, Protocol, cast
 
-import httpx
-
+from textdesk.httpclient import ProviderHttp
 from textdesk.providers.base import ChannelContext, Provider
 from textdesk.providers.base import offers_lookup as offers_lookup_capability
 
@@ -26,7 +25,7 @@ PROVIDERS: dict[str, str] = {
 
 class _ProviderModule(Protocol):
     def create(
-        self, config: Mapping[str, Any], context: ChannelContext, http: httpx.AsyncClient
+        self, config: Mapping[str, Any], context: ChannelContext, http: ProviderHttp
     ) -> Provider: ...
 
     def validate_config(self, config: Mapping[str, Any]) -> dict[str, Any]: ...
@@ -43,7 +42,7 @@ def _module(name: str) -> _ProviderModule:
 
 
 def create(
-    name: str, config: Mapping[str, Any], context: ChannelContext, http: httpx.AsyncClient
+    name: str, config: Mapping[str, Any], context: ChannelContext, http: ProviderHttp
 ) -> Provider:
     return _module(name).create(config, context, http)
 

@@ -21,7 +21,9 @@ import httpx
 import pytest
 from twilio.request_validator import RequestValidator
 
+from tests.providers.fake_http import WIRE_TIMEOUT, closed_port, fake_api, wire_answer
 from textdesk.domain.states import MessageStatus
+from textdesk.httpclient import ProviderClient
 from textdesk.providers import registry, twilio
 from textdesk.providers.base import (
     AmbiguousFailure,
@@ -281,14 +283,58 @@ def test_send(case: SendCase) -> None:
 
     assert len(seen) == 1
     request = seen[0]
-    assert request.method == "POST"
-    assert str(request.url) == case.url
-    assert request.headers["Authorization"] == BASIC
-    assert request.headers["Content-Type"] == "application/x-www-form-urlencoded"
-    sent = parse_qs(request.content.decode(), keep_blank_values=True)
+    _check_request(case, request.method, str(request.url), request.headers, request.content)
+    _check_outcome(case, outcome)
+
+
+# The same table through the worker's own client (``ProviderClient``) and a real socket: the
+# answer as a loopback server gives it (``wire_answer``), the request as it arrived there.
+WIRE_CASES = [c for c in SEND_CASES if c.url.startswith(API)]
+
+
+@pytest.mark.parametrize("case", WIRE_CASES, ids=lambda c: c.id)
+def test_send_through_the_worker_client(case: SendCase) -> None:
+    canned = case.response
+    with fake_api() as api:
+        answer = wire_answer(canned.status, canned.body, canned.headers, canned.error)
+        base = api.url if answer is not None else f"http://127.0.0.1:{closed_port()}"
+        if answer is not None:
+            api.answer("POST", case.url[len(API) :], answer)
+
+        async def run() -> SendResult | ProviderError:
+            async with ProviderClient(4, WIRE_TIMEOUT) as http:
+                provider = provider_for(http, **{**case.config, "api_base": base})
+                try:
+                    return await provider.send(case.sms)
+                except ProviderError as exc:
+                    return exc
+
+        outcome = asyncio.run(run())
+    if answer is None:
+        assert api.seen == []  # refused: nothing reached the server
+    else:
+        assert len(api.seen) == 1
+        request = api.seen[0]
+        url = API + request.path
+        _check_request(case, request.method, url, request.headers, request.body)
+    _check_outcome(case, outcome)
+
+
+def _check_request(
+    case: SendCase, method: str, url: str, headers: Mapping[str, str], body: bytes
+) -> None:
+    headers = {k.lower(): v for k, v in headers.items()}
+    assert method == "POST"
+    assert url == case.url
+    assert headers["authorization"] == BASIC
+    assert headers["content-type"] == "application/x-www-form-urlencoded"
+    assert headers["accept"] == "application/json"
+    sent = parse_qs(body.decode(), keep_blank_values=True)
     assert {k: v[0] for k, v in sent.items()} == dict(case.form)
     assert all(len(v) == 1 for v in sent.values())
 
+
+def _check_outcome(case: SendCase, outcome: SendResult | ProviderError) -> None:
     if isinstance(case.expect, Raises):
         assert isinstance(outcome, ProviderError)
         assert type(outcome) is case.expect.cls

@@ -36,6 +36,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import httpx
 
 from textdesk.domain.states import MessageStatus
+from textdesk.httpclient import ProviderHttp, ProviderResponse
 from textdesk.providers.base import (
     AuthFailure,
     ChannelContext,
@@ -98,7 +99,7 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def create(
-    config: Mapping[str, Any], context: ChannelContext, http: httpx.AsyncClient
+    config: Mapping[str, Any], context: ChannelContext, http: ProviderHttp
 ) -> SimulatorProvider:
     settings = validate_config(config)
     return SimulatorProvider(
@@ -131,7 +132,7 @@ class SimulatorProvider:
         api_key: str,
         webhook_secret: str,
         timeout: float,
-        http: httpx.AsyncClient,
+        http: ProviderHttp,
         context: ChannelContext,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -189,10 +190,11 @@ class SimulatorProvider:
         except (ValueError, KeyError, TypeError) as exc:
             raise TemporaryFailure(f"{NAME}:bad_response", f"unreadable answer: {exc}") from exc
 
-    async def _call(self, method: str, path: str, json: Any = None) -> httpx.Response:
+    async def _call(self, method: str, path: str, json: Any = None) -> ProviderResponse:
         headers = {"Authorization": f"Bearer {self._api_key}"}
         try:
-            # httpx's timeout bounds each phase; asyncio.timeout bounds the whole call.
+            # The worker's client bounds the whole call, an httpx client only each phase:
+            # asyncio.timeout bounds the whole call whichever this is.
             async with asyncio.timeout(self.timeout):
                 return await self._http.request(
                     method, f"{self.url}{path}", json=json, headers=headers, timeout=self.timeout
@@ -273,7 +275,7 @@ def _timestamp(value: Any) -> datetime | None:
         return None
 
 
-def _error(response: httpx.Response) -> ProviderError:
+def _error(response: ProviderResponse) -> ProviderError:
     status = response.status_code
     try:
         data = response.json()
@@ -298,7 +300,7 @@ def _error(response: httpx.Response) -> ProviderError:
     return PermanentFailure(code, message)
 
 
-def _retry_after(response: httpx.Response) -> float:
+def _retry_after(response: ProviderResponse) -> float:
     try:
         return max(0.0, float(response.headers.get("retry-after", "1")))
     except ValueError:

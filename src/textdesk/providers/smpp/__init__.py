@@ -12,8 +12,7 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-import httpx
-
+from textdesk.httpclient import ProviderHttp
 from textdesk.providers.base import ChannelContext
 from textdesk.providers.smpp.adapter import SmppProvider
 from textdesk.providers.smpp.config import SmppConfig, parse_config, validate_config
@@ -32,7 +31,7 @@ PROVIDER_CLASS = SmppProvider
 
 
 def create(
-    config: Mapping[str, Any], context: ChannelContext, http: httpx.AsyncClient | None = None
+    config: Mapping[str, Any], context: ChannelContext, http: ProviderHttp | None = None
 ) -> SmppProvider:
     """Build the adapter for one channel (``http`` is unused: SMPP is its own connection).
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import httpx
-
+from textdesk.httpclient import ProviderHttp
 from textdesk.providers.base import ChannelContext, Provider
 from textdesk.providers.telnyx.adapter import TelnyxProvider
 from textdesk.providers.telnyx.config import TelnyxConfig, parse_config, validate_config
@@ -20,7 +19,7 @@ PROVIDER_CLASS: type[Provider] = TelnyxProvider
 def create(
     config: Mapping[str, Any],
     context: ChannelContext,
-    http: httpx.AsyncClient,
+    http: ProviderHttp,
     *,
     clock: Callable[[], float] | None = None,
 ) -> TelnyxProvider:

@@ -40,6 +40,7 @@ import httpx
 from cryptography.exceptions import InvalidSignature
 
 from textdesk.domain.states import MessageStatus
+from textdesk.httpclient import ProviderHttp, ProviderResponse
 from textdesk.providers.base import (
     AmbiguousFailure,
     AuthFailure,
@@ -85,7 +86,7 @@ class TelnyxProvider:
         self,
         config: TelnyxConfig,
         context: ChannelContext,
-        http: httpx.AsyncClient,
+        http: ProviderHttp,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -299,14 +300,14 @@ def _timestamp(value: object) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _json(response: httpx.Response) -> Mapping[str, Any]:
+def _json(response: ProviderResponse) -> Mapping[str, Any]:
     try:
         return _mapping(response.json())
     except (json.JSONDecodeError, UnicodeDecodeError):
         return {}
 
 
-def _send_result(response: httpx.Response) -> SendResult:
+def _send_result(response: ProviderResponse) -> SendResult:
     data = _mapping(_json(response).get("data"))
     message_id = data.get("id")
     if not isinstance(message_id, str) or not message_id:
@@ -321,7 +322,7 @@ def _send_result(response: httpx.Response) -> SendResult:
     )
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_after(response: ProviderResponse) -> float | None:
     value = (response.headers.get("Retry-After") or "").strip()
     if not value:
         return None
@@ -338,7 +339,7 @@ def _retry_after(response: httpx.Response) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def _http_error(response: httpx.Response) -> ProviderError:
+def _http_error(response: ProviderResponse) -> ProviderError:
     errors = _json(response).get("errors")
     first = _mapping(errors[0]) if isinstance(errors, list) and errors else {}
     raw_code = str(first.get("code") or "").strip()

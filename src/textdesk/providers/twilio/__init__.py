@@ -6,8 +6,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-import httpx
-
+from textdesk.httpclient import ProviderHttp
 from textdesk.providers.base import ChannelContext, Provider
 from textdesk.providers.twilio.adapter import TwilioProvider
 from textdesk.providers.twilio.config import TwilioConfig, parse_config, validate_config
@@ -21,7 +20,7 @@ PROVIDER_CLASS: type[Provider] = TwilioProvider
 def create(
     config: Mapping[str, Any],
     context: ChannelContext,
-    http: httpx.AsyncClient,
+    http: ProviderHttp,
     *,
     clock: Callable[[], datetime] | None = None,
 ) -> TwilioProvider:

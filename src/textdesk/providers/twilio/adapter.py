@@ -25,6 +25,7 @@ from urllib.parse import parse_qsl, quote
 import httpx
 
 from textdesk.domain.states import MessageStatus
+from textdesk.httpclient import ProviderHttp, ProviderResponse
 from textdesk.providers.base import (
     AmbiguousFailure,
     AuthFailure,
@@ -72,7 +73,7 @@ class TwilioProvider:
         self,
         config: TwilioConfig,
         context: ChannelContext,
-        http: httpx.AsyncClient,
+        http: ProviderHttp,
         *,
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
@@ -261,7 +262,7 @@ def _form_dict(request: WebhookRequest) -> dict[str, str]:
     return dict(_form_pairs(request))
 
 
-def _json(response: httpx.Response) -> Mapping[str, Any]:
+def _json(response: ProviderResponse) -> Mapping[str, Any]:
     try:
         data = response.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -269,7 +270,7 @@ def _json(response: httpx.Response) -> Mapping[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _send_result(response: httpx.Response) -> SendResult:
+def _send_result(response: ProviderResponse) -> SendResult:
     body = _json(response)
     sid = body.get("sid")
     if not isinstance(sid, str) or not sid:
@@ -283,7 +284,7 @@ def _send_result(response: httpx.Response) -> SendResult:
     )
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_after(response: ProviderResponse) -> float | None:
     value = response.headers.get("Retry-After")
     if not value:
         return None
@@ -301,7 +302,7 @@ def _retry_after(response: httpx.Response) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def _http_error(response: httpx.Response) -> ProviderError:
+def _http_error(response: ProviderResponse) -> ProviderError:
     body = _json(response)
     raw_code = body.get("code")
     number = raw_code if isinstance(raw_code, int) else None
