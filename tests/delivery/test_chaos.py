@@ -228,4 +228,13 @@ def test_sigkilled_workers_lose_and_duplicate_nothing(
     assert stats["accepted"] <= MESSAGES
     assert with_id == distinct_ids
     delivered = by_status.get("delivered", 0) + answers.count("delivered")
-    assert delivered == stats["delivered"], (by_status, answers, stats, failures, blocked)
+    # A message whose re-send the gate stopped (its contact answered STOP to the attempt a
+    # killed worker made) is unknown: the carrier may have it, and it may not be re-sent.
+    unsure = by_status.get("unknown", 0)
+    assert delivered <= stats["delivered"] <= delivered + unsure, (
+        by_status,
+        answers,
+        stats,
+        failures,
+        blocked,
+    )

@@ -221,6 +221,77 @@ def test_reaper(db: Database, settings: Settings, acme: Org) -> None:
     assert trail(db, b)[-1] == ("sending", "unknown", "lease_expired")
 
 
+def _opt_out(db: Database, admin: Any, contact_id: int) -> None:
+    with db.write() as conn:
+        phone = conn.execute(
+            sa.select(contacts.c.phone_e164).where(contacts.c.id == contact_id)
+        ).scalar_one()
+        consent.record(
+            conn,
+            org_id=admin.org_id,
+            phone=phone,
+            kind=consent.ConsentKind.OPT_OUT,
+            source=consent.ConsentSource.KEYWORD,
+            actor="test",
+            now=datetime.now(UTC),
+        )
+
+
+def test_a_resend_the_gate_now_blocks_is_unknown_not_blocked(
+    db: Database, settings: Settings, acme: Org
+) -> None:
+    """A worker died while sending (the carrier may have the message); the contact opted out
+    meanwhile (often by answering it). The re-send must not go out, and "blocked" would say it
+    never did: it becomes unknown, with the gate's code. A message never attempted is blocked."""
+    admin = acme.admin.principal
+    channel(db, admin, provider="simulator")
+    who = people(db, admin, 2)
+    resent, fresh = queue(db, settings, admin, who)
+    outbox.claim(db, settings, worker_id="dead", limit=1)
+    with db.write() as conn:
+        conn.execute(sa.update(messages).values(lease_until=datetime.now(UTC) - timedelta(1)))
+    assert outbox.reap(db, resend_providers=["simulator"], actor="worker:w") == (1, 0)
+    _opt_out(db, admin, who[0])
+    _opt_out(db, admin, who[1])
+    assert outbox.claim(db, settings, worker_id="w", limit=10).claimed == []
+    assert statuses(db) == {resent: "unknown", fresh: "blocked"}
+    with db.read() as conn:
+        row = conn.execute(sa.select(messages).where(messages.c.id == resent)).one()
+    assert row.gate_code == "opted_out"
+    assert row.error_code == "gate_after_ambiguous_attempt"
+    assert "may have reached the provider" in row.error_detail
+    assert trail(db, resent)[-2:] == [
+        ("sending", "queued", "lease_expired_resend"),
+        ("queued", "unknown", "opted_out"),
+    ]
+
+
+def test_an_ambiguous_retry_past_its_validity_is_unknown_not_expired(
+    db: Database, settings: Settings, acme: Org
+) -> None:
+    admin = acme.admin.principal
+    channel(db, admin, provider="simulator")
+    who = people(db, admin, 2)
+    ambiguous, definite = queue(db, settings, admin, who)
+    claimed = outbox.claim(db, settings, worker_id="w", limit=10).claimed
+    by_id = {c.id: c for c in claimed}
+    later = utcnow() + timedelta(seconds=1)
+    outbox.record(
+        db,
+        [
+            Retry(by_id[ambiguous], "simulator:timeout", "read timed out", later, ambiguous=True),
+            Retry(by_id[definite], "simulator:unavailable", "HTTP 503", later),
+        ],
+        actor="worker:w",
+    )
+    assert trail(db, ambiguous)[-1] == ("sending", "queued", "retry_ambiguous")
+    assert trail(db, definite)[-1] == ("sending", "queued", "retry")
+    with db.write() as conn:
+        conn.execute(sa.update(messages).values(valid_until=utcnow() - timedelta(seconds=1)))
+    assert outbox.promote_and_expire(db, actor="worker:w") == 2
+    assert statuses(db) == {ambiguous: "unknown", definite: "expired"}
+
+
 def test_gate_runs_again_at_dispatch(db: Database, settings: Settings, acme: Org) -> None:
     admin = acme.admin.principal
     channel(db, admin)

@@ -222,7 +222,13 @@ class Dispatcher:
     def _ambiguous(self, claimed: Claimed, code: str, detail: str) -> Outcome:
         channel = self._channels.get(claimed.channel_id)
         if channel is not None and type(channel.provider).dedupes_by_idempotency_key:
-            return self._retry_or_fail(claimed, code, detail, None)
+            if claimed.attempts >= self.settings.delivery_max_attempts:
+                # Not "failed": this attempt may have reached the provider.
+                return Unknown(
+                    claimed, code, f"gave up after {claimed.attempts} attempts: {detail}"
+                )
+            delay = outbox.backoff(claimed.attempts)
+            return Retry(claimed, code, detail, utcnow() + timedelta(seconds=delay), ambiguous=True)
         return Unknown(claimed, code, detail)
 
     def _classify(self, claimed: Claimed, exc: ProviderError) -> Outcome:

@@ -10,6 +10,13 @@ Claimed messages are committed as ``sending`` before any provider is called. If 
 dies, the lease runs out (``reap``): the message becomes ``unknown`` and is never re-sent
 blindly, unless its provider de-duplicates by our idempotency key, in which case re-sending
 is safe and it goes back to ``queued``.
+
+Such a message (back in the queue after an attempt that may have reached the provider: a lease
+that ran out, or a timeout after the request went out) meets the gate again before its
+re-send. If the gate now blocks it (the contact opted out meanwhile, often by answering the
+very message) or its validity passed, it is not re-sent, and not called ``blocked`` or
+``expired`` either, which would say it never went out: it becomes ``unknown``
+(``maybe_sent``), with the gate's code, for a delivery report or a person to settle.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from textdesk.store.tables import (
     channel_throttle,
     channels,
     contacts,
+    message_events,
     messages,
     org_daily_usage,
     organizations,
@@ -53,6 +61,10 @@ S = MessageStatus
 #: Seconds before trying again a channel whose throttle row another worker holds (it is held
 #: only while that worker's claim transaction runs, a few milliseconds).
 BUSY_RETRY_SECONDS = 0.01
+#: Event reasons of a return to the queue after an attempt that may have reached the provider.
+LEASE_EXPIRED_RESEND = "lease_expired_resend"
+RETRY_AMBIGUOUS = "retry_ambiguous"
+MAYBE_SENT_REASONS = (LEASE_EXPIRED_RESEND, RETRY_AMBIGUOUS)
 DEFAULT_RATE = {"10dlc": 1.0, "toll_free": 3.0, "short_code": 100.0, "smpp": 10.0, "other": 1.0}
 
 
@@ -126,6 +138,36 @@ def _add_usage(conn: Connection, org_id: int, day: date, segments: int) -> None:
             set_={"segments": org_daily_usage.c.segments + segments},
         )
     )
+
+
+def maybe_sent(conn: Connection, ids: Sequence[int]) -> set[int]:
+    """Of these messages, those an earlier attempt of which may have reached the provider."""
+    if not ids:
+        return set()
+    return set(
+        conn.execute(
+            sa.select(message_events.c.message_id)
+            .where(
+                message_events.c.message_id.in_(ids),
+                message_events.c.reason.in_(MAYBE_SENT_REASONS),
+            )
+            .distinct()
+        ).scalars()
+    )
+
+
+def _not_sent_or_unsure(
+    status: MessageStatus, decision: compliance.Decision, unsure: bool
+) -> tuple[MessageStatus, dict[str, Any]]:
+    """The status (and extra columns) for a message the gate stops: ``status`` (blocked,
+    expired), or ``unknown`` when an earlier attempt may have reached the provider."""
+    if not unsure:
+        return status, {}
+    return S.UNKNOWN, {
+        "error_code": "gate_after_ambiguous_attempt",
+        "error_detail": f"not re-sent ({decision.code}: {decision.detail}); an earlier "
+        "attempt may have reached the provider",
+    }
 
 
 def claim(db: Database, settings: Settings, *, worker_id: str, limit: int) -> ClaimResult:
@@ -310,12 +352,18 @@ def _claim_channel(
             .where(channel_throttle.c.channel_id == channel_id)
             .values(tat=max(tat, now) + timedelta(seconds=spent / rate))
         )
-    for row, decision, status in blocked:
+    unsure = maybe_sent(conn, [row.id for row, _, _ in blocked if row.attempts > 0])
+    for row, decision, gate_status in blocked:
+        status, extra = _not_sent_or_unsure(gate_status, decision, row.id in unsure)
         conn.execute(
             sa.update(messages)
             .where(messages.c.id == row.id)
             .values(
-                status=status, gate_code=decision.code, gate_detail=decision.detail, updated_at=now
+                status=status,
+                gate_code=decision.code,
+                gate_detail=decision.detail,
+                updated_at=now,
+                **extra,
             )
         )
         events.append(
@@ -388,6 +436,9 @@ class Retry:
     code: str
     detail: str
     retry_at: datetime
+    #: The attempt may have reached the provider (a timeout after the request went out); the
+    #: re-send carries the same idempotency key, which the provider de-duplicates.
+    ambiguous: bool = False
 
 
 @dataclass(frozen=True)
@@ -509,7 +560,8 @@ def record(db: Database, outcomes: Sequence[Outcome], *, actor: str) -> None:
                 continue
             # (new status, event reason, extra columns) per kind of failure.
             if isinstance(o, Retry):
-                status, reason, extra = S.QUEUED, "retry", {"send_after": o.retry_at}
+                reason = RETRY_AMBIGUOUS if o.ambiguous else "retry"
+                status, extra = S.QUEUED, {"send_after": o.retry_at}
             elif isinstance(o, Unknown):
                 status, reason, extra = S.UNKNOWN, "ambiguous", {}
             else:
@@ -635,7 +687,7 @@ def reap(db: Database, *, resend_providers: Iterable[str], actor: str) -> tuple[
                     to_status=S.QUEUED,
                     actor=actor,
                     now=now,
-                    reason="lease_expired_resend",
+                    reason=LEASE_EXPIRED_RESEND,
                     detail="the provider de-duplicates by idempotency key; safe to re-send",
                 )
                 for r in requeue
@@ -669,6 +721,7 @@ def promote_and_expire(db: Database, *, actor: str, limit: int = 500) -> int:
                 messages.c.status,
                 messages.c.purpose,
                 messages.c.valid_until,
+                messages.c.attempts,
                 contacts.c.phone_e164,
                 contacts.c.opted_out,
                 contacts.c.time_zone,
@@ -691,6 +744,7 @@ def promote_and_expire(db: Database, *, actor: str, limit: int = 500) -> int:
         ).all()
         events = []
         rules: dict[int, org_settings.OrgSettings] = {}
+        unsure = maybe_sent(conn, [row.id for row in rows if row.attempts > 0])
         for row in rows:
             if row.valid_until is not None and row.valid_until <= now:
                 decision = compliance.Decision(
@@ -709,6 +763,9 @@ def promote_and_expire(db: Database, *, actor: str, limit: int = 500) -> int:
                     org_days=rules[row.org_id].days(),
                 )
             status, send_after = messaging.status_for(decision, None)
+            extra: dict[str, Any] = {}
+            if status in (S.BLOCKED, S.EXPIRED):
+                status, extra = _not_sent_or_unsure(status, decision, row.id in unsure)
             conn.execute(
                 sa.update(messages)
                 .where(messages.c.id == row.id, messages.c.status == row.status)
@@ -718,6 +775,7 @@ def promote_and_expire(db: Database, *, actor: str, limit: int = 500) -> int:
                     gate_code=decision.code,
                     gate_detail=decision.detail,
                     updated_at=now,
+                    **extra,
                 )
             )
             events.append(

@@ -50,9 +50,12 @@ FINAL: frozenset[MessageStatus] = frozenset(
 
 #: Every transition the platform may make. Anything else is a bug.
 TRANSITIONS: dict[MessageStatus, frozenset[MessageStatus]] = {
-    S.PENDING: frozenset({S.QUEUED, S.BLOCKED, S.EXPIRED, S.PENDING}),
+    # pending/queued -> unknown: the gate now blocks (or the validity passed) a message whose
+    # earlier attempt may have reached the provider (a re-send after a crash or a timeout):
+    # calling it blocked would say it never went out, so it waits for a report or a person.
+    S.PENDING: frozenset({S.QUEUED, S.BLOCKED, S.EXPIRED, S.PENDING, S.UNKNOWN}),
     # queued -> pending: the gate deferred it again at dispatch (quiet hours began meanwhile).
-    S.QUEUED: frozenset({S.SENDING, S.PENDING, S.BLOCKED, S.EXPIRED}),
+    S.QUEUED: frozenset({S.SENDING, S.PENDING, S.BLOCKED, S.EXPIRED, S.UNKNOWN}),
     # sending -> queued: a retryable error before the provider accepted it.
     S.SENDING: frozenset({S.SENT, S.QUEUED, S.FAILED, S.UNKNOWN, S.DELIVERED, S.UNDELIVERED}),
     S.SENT: frozenset({S.DELIVERED, S.UNDELIVERED, S.FAILED}),
