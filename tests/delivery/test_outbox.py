@@ -297,19 +297,7 @@ def test_gate_runs_again_at_dispatch(db: Database, settings: Settings, acme: Org
     channel(db, admin)
     who = people(db, admin, 2)
     ids = queue(db, settings, admin, who)
-    with db.write() as conn:
-        phone = conn.execute(
-            sa.select(contacts.c.phone_e164).where(contacts.c.id == who[0])
-        ).scalar_one()
-        consent.record(
-            conn,
-            org_id=admin.org_id,
-            phone=phone,
-            kind=consent.ConsentKind.OPT_OUT,
-            source=consent.ConsentSource.KEYWORD,
-            actor="test",
-            now=datetime.now(UTC),
-        )
+    _opt_out(db, admin, who[0])
     claimed = outbox.claim(db, settings, worker_id="w", limit=10).claimed
     assert [c.id for c in claimed] == [ids[1]]
     assert statuses(db, ids)[ids[0]] == "blocked"

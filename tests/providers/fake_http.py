@@ -8,17 +8,20 @@ late (``delay``) or never: ``drop`` closes the connection once the request has b
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
+
+from textdesk.httpclient import ProviderClient, ProviderHttp
 
 
 @dataclass(frozen=True)
@@ -151,3 +154,37 @@ def wire_answer(
 
 #: The whole-call timeout to give a client that runs ``wire_answer`` cases.
 WIRE_TIMEOUT = 0.5
+
+
+@dataclass(frozen=True)
+class WireSend:
+    """What ``send_over_the_wire`` saw: the adapter's answer (or error) and the request as it
+    reached the server (None: the connection was refused, nothing arrived)."""
+
+    outcome: Any
+    request: Seen | None
+
+
+def send_over_the_wire(
+    path: str,
+    canned: Answer | None,
+    send: Callable[[ProviderHttp, str], Awaitable[Any]],
+) -> WireSend:
+    """Run one send-table case through the worker's own client and a real socket: ``canned``
+    (from ``wire_answer``; None: refused) answers ``POST path``; ``send(http, api_base)``
+    builds the adapter on that base and sends, returning the result or the ProviderError."""
+    with fake_api() as api:
+        base = api.url if canned is not None else f"http://127.0.0.1:{closed_port()}"
+        if canned is not None:
+            api.answer("POST", path, canned)
+
+        async def run() -> Any:
+            async with ProviderClient(4, WIRE_TIMEOUT) as http:
+                return await send(http, base)
+
+        outcome = asyncio.run(run())
+    if canned is None:
+        assert api.seen == []  # refused: nothing reached the server
+        return WireSend(outcome, None)
+    assert len(api.seen) == 1
+    return WireSend(outcome, api.seen[0])

@@ -22,9 +22,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from tests.providers.fake_http import WIRE_TIMEOUT, closed_port, fake_api, wire_answer
+from tests.providers.fake_http import send_over_the_wire, wire_answer
 from textdesk.domain.states import MessageStatus
-from textdesk.httpclient import ProviderClient
+from textdesk.httpclient import ProviderHttp
 from textdesk.providers import registry, telnyx
 from textdesk.providers.base import (
     AmbiguousFailure,
@@ -86,7 +86,7 @@ def _no_calls(request: httpx.Request) -> httpx.Response:
     raise AssertionError(f"webhook handling must not call out: {request.url}")
 
 
-def provider_for(http: httpx.AsyncClient, **config: object) -> telnyx.TelnyxProvider:
+def provider_for(http: ProviderHttp, **config: object) -> telnyx.TelnyxProvider:
     return telnyx.create({**CONFIG, **config}, CONTEXT, http, clock=lambda: NOW)
 
 
@@ -270,29 +270,19 @@ WIRE_CASES = [c for c in SEND_CASES if c.url.startswith(API)]
 @pytest.mark.parametrize("case", WIRE_CASES, ids=lambda c: c.id)
 def test_send_through_the_worker_client(case: SendCase) -> None:
     canned = case.response
-    with fake_api() as api:
-        answer = wire_answer(canned.status, canned.body, canned.headers, canned.error)
-        base = api.url if answer is not None else f"http://127.0.0.1:{closed_port()}"
-        if answer is not None:
-            api.answer("POST", case.url[len(API) :], answer)
 
-        async def run() -> SendResult | ProviderError:
-            async with ProviderClient(4, WIRE_TIMEOUT) as http:
-                provider = provider_for(http, **{**case.config, "api_base": base})
-                try:
-                    return await provider.send(case.sms)
-                except ProviderError as exc:
-                    return exc
+    async def send(http: ProviderHttp, base: str) -> SendResult | ProviderError:
+        try:
+            return await provider_for(http, **{**case.config, "api_base": base}).send(case.sms)
+        except ProviderError as exc:
+            return exc
 
-        outcome = asyncio.run(run())
-    if answer is None:
-        assert api.seen == []  # refused: nothing reached the server
-    else:
-        assert len(api.seen) == 1
-        request = api.seen[0]
-        url = API + request.path
-        _check_request(case, request.method, url, request.headers, request.body)
-    _check_outcome(case, outcome)
+    answer = wire_answer(canned.status, canned.body, canned.headers, canned.error)
+    seen = send_over_the_wire(case.url[len(API) :], answer, send)
+    if seen.request is not None:
+        request = seen.request
+        _check_request(case, request.method, API + request.path, request.headers, request.body)
+    _check_outcome(case, seen.outcome)
 
 
 def _check_request(

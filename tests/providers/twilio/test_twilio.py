@@ -21,9 +21,9 @@ import httpx
 import pytest
 from twilio.request_validator import RequestValidator
 
-from tests.providers.fake_http import WIRE_TIMEOUT, closed_port, fake_api, wire_answer
+from tests.providers.fake_http import send_over_the_wire, wire_answer
 from textdesk.domain.states import MessageStatus
-from textdesk.httpclient import ProviderClient
+from textdesk.httpclient import ProviderHttp
 from textdesk.providers import registry, twilio
 from textdesk.providers.base import (
     AmbiguousFailure,
@@ -246,7 +246,7 @@ SEND_CASES = [
 ]
 
 
-def provider_for(http: httpx.AsyncClient, **config: object) -> twilio.TwilioProvider:
+def provider_for(http: ProviderHttp, **config: object) -> twilio.TwilioProvider:
     return twilio.create({**CONFIG, **config}, CONTEXT, http, clock=lambda: NOW)
 
 
@@ -295,29 +295,19 @@ WIRE_CASES = [c for c in SEND_CASES if c.url.startswith(API)]
 @pytest.mark.parametrize("case", WIRE_CASES, ids=lambda c: c.id)
 def test_send_through_the_worker_client(case: SendCase) -> None:
     canned = case.response
-    with fake_api() as api:
-        answer = wire_answer(canned.status, canned.body, canned.headers, canned.error)
-        base = api.url if answer is not None else f"http://127.0.0.1:{closed_port()}"
-        if answer is not None:
-            api.answer("POST", case.url[len(API) :], answer)
 
-        async def run() -> SendResult | ProviderError:
-            async with ProviderClient(4, WIRE_TIMEOUT) as http:
-                provider = provider_for(http, **{**case.config, "api_base": base})
-                try:
-                    return await provider.send(case.sms)
-                except ProviderError as exc:
-                    return exc
+    async def send(http: ProviderHttp, base: str) -> SendResult | ProviderError:
+        try:
+            return await provider_for(http, **{**case.config, "api_base": base}).send(case.sms)
+        except ProviderError as exc:
+            return exc
 
-        outcome = asyncio.run(run())
-    if answer is None:
-        assert api.seen == []  # refused: nothing reached the server
-    else:
-        assert len(api.seen) == 1
-        request = api.seen[0]
-        url = API + request.path
-        _check_request(case, request.method, url, request.headers, request.body)
-    _check_outcome(case, outcome)
+    answer = wire_answer(canned.status, canned.body, canned.headers, canned.error)
+    seen = send_over_the_wire(case.url[len(API) :], answer, send)
+    if seen.request is not None:
+        request = seen.request
+        _check_request(case, request.method, API + request.path, request.headers, request.body)
+    _check_outcome(case, seen.outcome)
 
 
 def _check_request(
