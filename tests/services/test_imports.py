@@ -231,40 +231,54 @@ def _big(n: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+@pytest.mark.parametrize("batch_size", ["explicit", "default"])
 def test_resume_after_crash_equals_uninterrupted_run(
-    db: Database, acme: Org, cfg: Settings, monkeypatch: pytest.MonkeyPatch
+    db: Database, acme: Org, cfg: Settings, monkeypatch: pytest.MonkeyPatch, batch_size: str
 ) -> None:
+    """A crash in the fourth batch leaves the first three committed (and nothing of the fourth
+    or of a batch written beside it, PostgreSQL); the resumed run ends like an uninterrupted
+    one. "default": the batch size the engine gets when none is given (SQLITE_BATCH_ROWS on
+    SQLite, BATCH_ROWS on PostgreSQL), scaled down to the test's file."""
+    if batch_size == "default":
+        monkeypatch.setattr(imports, "SQLITE_BATCH_ROWS", 1000 if db.is_sqlite else 10**9)
+        monkeypatch.setattr(imports, "BATCH_ROWS", 10**9 if db.is_sqlite else 1000)
+        run: dict[str, Any] = {}
+    else:
+        run = {"batch_rows": 1000}
     data = _big(9000)
     other = make_org(db, "Reference")
-    reference = _import(db, cfg, other.admin.principal, data, run={"batch_rows": 1000})
+    reference = _import(db, cfg, other.admin.principal, data, run=run)
 
     admin = acme.admin.principal
     up = _upload(db, cfg, admin, data)
     imports.start_import(db, admin, up.id)
     assert imports.claim(db, "doomed") == up.id
     real_apply = imports._apply
-    calls = {"n": 0}
 
-    def crash_on_fourth(*args: Any) -> Any:
-        calls["n"] += 1
-        if calls["n"] == 4:
+    def crash_in_fourth_batch(conn: Any, run_: Any, batch: Any, now: Any) -> Any:
+        # By content, not by call count: on PostgreSQL the fifth batch may reach here first.
+        if batch and batch[0][0].line == 3002:  # lines 3002-4001: the fourth batch of 1,000 rows
             raise RuntimeError("power cut")
-        return real_apply(*args)
+        return real_apply(conn, run_, batch, now)
 
-    monkeypatch.setattr(imports, "_apply", crash_on_fourth)
+    monkeypatch.setattr(imports, "_apply", crash_in_fourth_batch)
     with pytest.raises(RuntimeError, match="power cut"):
-        imports.run_import(db, up.id, "doomed", batch_rows=1000)
+        imports.run_import(db, up.id, "doomed", **run)
     monkeypatch.setattr(imports, "_apply", real_apply)
     with db.read() as conn:
         half = imports.get_import(conn, acme.org.id, up.id)
     assert half.status == "running"
     assert half.processed_rows == 3000
+    # Exactly the first three batches' contacts, nothing of a batch written beside the fourth.
+    first_3000 = _big(9000).splitlines()[1:3001]
+    phones = {f"+1{r.split(',')[0]}" for r in first_3000 if not r.startswith("12,")}
+    assert set(_people(db, acme.org.id)) == phones
     # The lease has not expired: nobody else may take it yet.
     assert imports.claim(db, "rescuer") is None
     with db.write() as conn:
         conn.execute(sa.update(imports_table).values(lease_until=utcnow() - timedelta(seconds=1)))
     assert imports.claim(db, "rescuer") == up.id
-    resumed = imports.run_import(db, up.id, "rescuer", batch_rows=1000)
+    resumed = imports.run_import(db, up.id, "rescuer", **run)
 
     def counters(v: imports.ImportView) -> tuple[int, ...]:
         return (v.inserted, v.updated, v.skipped, v.rejected, v.processed_rows)
@@ -280,6 +294,44 @@ def test_resume_after_crash_equals_uninterrupted_run(
 
     assert shape(acme.org.id) == shape(other.org.id)
     assert _rejects(db, resumed.id) == _rejects(db, reference.id)
+
+
+def test_batches_commit_in_file_order(
+    db: Database, acme: Org, cfg: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL writes two batches at a time (each its own transaction): the second may
+    finish its work first, yet it commits only after the first, so ``processed_rows`` only
+    moves forward over committed batches. (SQLite writes one batch at a time.)"""
+    import threading
+
+    real_apply = imports._apply
+    second_done = threading.Event()
+
+    def first_batch_slow(conn: Any, run_: Any, batch: Any, now: Any) -> Any:
+        counts = real_apply(conn, run_, batch, now)
+        first = batch[0][0].line if batch else None
+        if first == 1002:
+            second_done.set()
+        elif first == 2 and not db.is_sqlite:
+            assert second_done.wait(30), "the second batch was not written beside the first"
+        return counts
+
+    monkeypatch.setattr(imports, "_apply", first_batch_slow)
+    admin = acme.admin.principal
+    seen: list[tuple[int, int]] = []
+
+    def progress(view: imports.ImportView) -> None:
+        with db.read() as conn:
+            committed = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(contacts_table)
+                .where(contacts_table.c.org_id == acme.org.id)
+            ).scalar_one()
+        seen.append((view.processed_rows, committed))
+
+    done = _import(db, cfg, admin, _named(3000), run={"batch_rows": 1000, "on_progress": progress})
+    assert done.status == "done" and done.inserted == 3000
+    assert seen == [(1000, 1000), (2000, 2000), (3000, 3000), (3000, 3000)]
 
 
 def test_parallel_normalization_gives_the_same_result(

@@ -3,10 +3,11 @@ options), run in the background in batches, resume after a crash, report rejecte
 
 How a run stays correct when the process dies at any point:
 
-* Each batch (``BATCH_ROWS`` rows) is ONE write transaction: its contacts, consent events, rejects,
-  the import's counters and ``processed_rows`` (the spreadsheet data rows consumed so far) commit
-  together or not at all. A resumed run skips the rows already processed, so it neither redoes
-  nor loses a row.
+* Each batch (``BATCH_ROWS`` / ``SQLITE_BATCH_ROWS`` rows) is ONE write transaction: its
+  contacts, consent events, rejects, the import's counters and ``processed_rows`` (the
+  spreadsheet data rows consumed so far) commit together or not at all. A resumed run skips the
+  rows already processed, so it neither redoes nor loses a row. On PostgreSQL two batches are
+  written at a time and commit in file order (:class:`_Writer`), so that holds there too.
 * Duplicates inside the file are found with a set of the phone numbers seen so far. On resume the
   set is rebuilt by normalizing the processed rows again (deterministic, so the rebuilt set is the
   one the crashed run had).
@@ -28,9 +29,12 @@ import gc
 import json
 import logging
 import os
+import pickle
 import threading
 import uuid
+from collections import deque
 from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -56,20 +60,33 @@ from textdesk.store.tables import contacts, import_rejects, imports, utcnow
 
 log = logging.getLogger(__name__)
 
-#: Rows per write transaction. Bigger batches amortize each commit (on SQLite a WAL
-#: checkpoint of every index page the batch touched); 20,000 rows hold SQLite's write lock for
-#: well under a second.
+#: Rows per write transaction on PostgreSQL (larger batches measured no faster there: the
+#: commits are not where its time goes).
 BATCH_ROWS = 20_000
-#: Chunks the reading process may be ahead of the writes: more than a batch, so it keeps
-#: reading while a batch is written (with exactly one batch it waited for each write and the
-#: writes for it); bounded, so memory does not grow with the file.
-PARSE_AHEAD = 12
+#: Rows per write transaction on SQLite. A batch of random phones dirties most leaf pages of the
+#: phone and zip indexes whatever its size, and its commit writes every one of them to the WAL
+#: (and, past ``import_bulk.SQLITE_CHECKPOINT_PAGES``, back to the database file): at a million
+#: contacts that was ~17,000 pages (~70 MB) per 20,000-row batch. 50,000 rows write about as
+#: many pages per batch for 2.5 times the rows (1,000,000 rows: the batches' time 24.8 -> 20.6
+#: s). SQLite's write lock is held for the batch: ~1 s at a million contacts, well inside the
+#: other writers' busy timeout (10 s).
+SQLITE_BATCH_ROWS = 50_000
+#: Chunks the reading process may be ahead of the writes: more than a batch (24 chunks: 120,000
+#: rows, over two SQLite batches), so it keeps reading while a batch is written (with exactly
+#: one batch it waited for each write and the writes for it); bounded, so memory does not grow
+#: with the file. The chunks wait pickled (~0.7 MB each), not as objects.
+PARSE_AHEAD = 24
 #: Rows per chunk handed to a phone-parsing process (and read ahead of the writes).
 PARSE_ROWS = 5000
 #: Files estimated above this many rows are read and parsed in a process of their own (below
 #: it, starting that process costs more than it saves).
 PARALLEL_ROWS = 20_000
 LEASE_SECONDS = 120
+#: PostgreSQL: batches written at the same time, each a transaction of its own on its own
+#: connection, committed in file order (:class:`_Writer`). The server's work for a batch
+#: (indexes, constraints, the ledger) is most of an import's CPU time and one server process
+#: runs it on one core; two batches in flight use the machine's second core.
+PG_BATCHES_IN_FLIGHT = 2
 #: Python's cyclic garbage collector passes over the young objects every 700 container
 #: allocations (by default), over the older ones every 10 young passes, and over the whole heap
 #: as survivors pile up. An import allocates millions of containers (CSV rows, row values, the
@@ -512,12 +529,16 @@ def run_import(
     worker: str,
     *,
     processes: int | None = None,
-    batch_rows: int = BATCH_ROWS,
+    batch_rows: int | None = None,
     on_progress: Callable[[ImportView], None] | None = None,
 ) -> ImportView:
     """Run (or resume) a claimed import to its end. ``processes``: 0 reads and parses the file
     in this process, any other number in one process of its own (the default for files over
-    ``PARALLEL_ROWS`` rows); the file is read in order, so more readers would not help."""
+    ``PARALLEL_ROWS`` rows); the file is read in order, so more readers would not help.
+    ``batch_rows``: rows per write transaction (default :data:`SQLITE_BATCH_ROWS` on SQLite,
+    :data:`BATCH_ROWS` on PostgreSQL)."""
+    if batch_rows is None:
+        batch_rows = SQLITE_BATCH_ROWS if db.is_sqlite else BATCH_ROWS
     with db.read() as conn:
         row = conn.execute(sa.select(imports).where(imports.c.id == import_id)).one()
         view = ImportView.from_row(row)
@@ -595,13 +616,20 @@ def _parse(
 def _parse_into(queue: Any, *args: Any) -> None:
     """The reading stage in a process of its own: chunks into ``queue``, then None (or the
     exception that stopped it). The process is the reader's alone: what its start-up
-    imported is moved out of the collector's sight (``gc.freeze``) and young passes are rare."""
+    imported is moved out of the collector's sight (``gc.freeze``) and young passes are rare.
+
+    Each chunk is pickled here, by the reading thread, and queued as bytes. Queued as objects,
+    a chunk was pickled by the queue's feeder thread only once the one before had been taken,
+    while this thread (unblocked by that take) held the GIL to read on: the writer, taking a
+    batch's chunks one after another, waited for each pickling at GIL-switch pace (44 ms a
+    5,000-row chunk, ~9 s per million rows, while this process was well ahead); with bytes the
+    feeder only copies them into the pipe (7 ms a chunk, the unpickling)."""
     gc.freeze()
     young, *older = gc.get_threshold()
     gc.set_threshold(max(young, GC_YOUNG_THRESHOLD), *older)
     try:
         for parsed in _parse(*args):
-            queue.put(parsed)
+            queue.put(pickle.dumps(parsed, protocol=pickle.HIGHEST_PROTOCOL))
     except BaseException as exc:  # handed to the writing side, which raises it
         queue.put(exc)
     else:
@@ -632,7 +660,7 @@ def _parsed_in_process(args: tuple[Any, ...]) -> Generator[_Parsed, None, None]:
                 return
             if isinstance(message, BaseException):
                 raise message
-            yield message
+            yield pickle.loads(message)  # noqa: S301 (our own reading process's bytes)
     finally:
         if reader.is_alive():  # stopped early (cancelled, a failed batch): nothing to wait for
             reader.kill()
@@ -664,17 +692,110 @@ def _pipeline(
     parsed = _parsed_in_process(args) if processes > 0 else _parse(*args)
     batch: list[tuple[RowValues | Rejected, list[str] | None]] = []
     last_line = resume_line
-    with contextlib.closing(parsed):
+    in_flight = 1 if db.is_sqlite else PG_BATCHES_IN_FLIGHT
+    with contextlib.closing(parsed), _Writer(db, run, on_progress, in_flight) as writer:
         for line, items in parsed:
             last_line = max(last_line, line)
             for entry in items:
                 batch.append(entry)
                 if len(batch) >= batch_rows:
-                    _write(db, run, batch, entry[0].line, on_progress)
+                    writer.write(batch, entry[0].line)
                     batch = []
-    if batch or last_line > resume_line:
-        _write(db, run, batch, last_line, on_progress)
+        if batch or last_line > resume_line:
+            writer.write(batch, last_line)
     return last_line
+
+
+class _Turn:
+    """A batch's place in the commit order: the next batch commits only after this one did,
+    and gives up (rolls back) if this one failed."""
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self._ok = False
+
+    def finish(self, ok: bool) -> None:
+        self._ok = ok
+        self._done.set()
+
+    def wait(self) -> bool:
+        self._done.wait()
+        return self._ok
+
+
+class _PreviousFailed(Exception):
+    """The batch before this one failed: this one rolls back (the import stops there)."""
+
+
+class _Writer:
+    """Writes batches in file order. With ``in_flight`` > 1 (PostgreSQL), up to that many
+    batches are written at the same time, each in its own transaction on its own connection
+    (so its own server process: a second core), and they COMMIT in file order: a batch does
+    all its work, then waits for the one before it to commit before it advances
+    ``processed_rows`` and commits. So ``processed_rows`` only ever moves forward over
+    committed batches, and a crash or a failed batch leaves exactly the earlier batches
+    committed (a batch whose predecessor failed rolls back), as with one batch at a time.
+
+    Batches cannot wait for each other's locks: the file's duplicates are removed before the
+    batches are cut, so two batches never hold the same phone (contacts row, unique index
+    entry, ledger phone), and the imports row, the one row they share, is updated only after
+    the wait. The reads that decide a batch (existing contacts, the ledger's latest word) are
+    about its own phones only, which the batch before it does not write."""
+
+    def __init__(
+        self,
+        db: Database,
+        run: _Run,
+        on_progress: Callable[[ImportView], None] | None,
+        in_flight: int,
+    ) -> None:
+        self.db, self.run, self.on_progress, self.in_flight = db, run, on_progress, in_flight
+        self._pending: deque[Future[None]] = deque()
+        self._last: _Turn | None = None
+        self._pool: ThreadPoolExecutor | None = None
+
+    def __enter__(self) -> _Writer:
+        return self
+
+    def write(self, batch: list[tuple[RowValues | Rejected, list[str] | None]], last: int) -> None:
+        if self.in_flight <= 1:
+            _write(self.db, self.run, batch, last, self.on_progress)
+            return
+        while len(self._pending) >= self.in_flight:
+            self._pending.popleft().result()  # raises the batch's failure, in file order
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.in_flight, thread_name_prefix="textdesk-import")
+        turn = _Turn()
+        self._pending.append(self._pool.submit(self._write_in_turn, batch, last, self._last, turn))
+        self._last = turn
+
+    def _write_in_turn(
+        self,
+        batch: list[tuple[RowValues | Rejected, list[str] | None]],
+        last: int,
+        after: _Turn | None,
+        turn: _Turn,
+    ) -> None:
+        try:
+            _write(self.db, self.run, batch, last, self.on_progress, after=after)
+        except BaseException:
+            turn.finish(False)
+            raise
+        turn.finish(True)
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
+        try:
+            if kind is None:
+                while self._pending:
+                    self._pending.popleft().result()
+        finally:
+            # Leaving early (a failed batch, a cancel, the reader's error): whatever is still
+            # in flight finishes (or rolls back, after a failure) before the caller goes on.
+            for future in self._pending:
+                with contextlib.suppress(BaseException):
+                    future.result()
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
 
 
 def _chunks(
@@ -709,8 +830,12 @@ def _write(
     batch: list[tuple[RowValues | Rejected, list[str] | None]],
     last_line: int,
     on_progress: Callable[[ImportView], None] | None,
+    *,
+    after: _Turn | None = None,
 ) -> None:
-    """One batch, one transaction: contacts, consent, rejects, counters and the resume point."""
+    """One batch, one transaction: contacts, consent, rejects, counters and the resume point.
+    ``after``: the batch before this one, still being written (see :class:`_Writer`); this one
+    commits only after it did."""
     for attempt in range(1, _ATTEMPTS + 1):
         now = utcnow()
         try:
@@ -724,6 +849,8 @@ def _write(
                     raise Cancelled
                 with import_bulk.batch_tuning(conn):
                     counts = _apply(conn, run, batch, now)
+                if after is not None and not after.wait():
+                    raise _PreviousFailed
                 conn.execute(
                     sa.update(imports)
                     .where(imports.c.id == run.import_id)

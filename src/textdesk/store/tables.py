@@ -442,7 +442,12 @@ consent_events = sa.Table(
     _id(),
     _org(),
     sa.Column("phone_e164", sa.String(20), nullable=False),
-    sa.Column("contact_id", BigId, sa.ForeignKey("contacts.id", ondelete="SET NULL")),
+    # The contact the event was recorded for, for information only: no foreign key. The ledger
+    # is an immutable compliance record that outlives contacts; consent belongs to the number
+    # (org_id, phone_e164), which is how it is read. Deleting a contact leaves its events as
+    # they were (with the id of the deleted contact), and an import appends its events without
+    # a per-event check and row lock on the contact (migration 0004).
+    sa.Column("contact_id", BigId),
     # opt_in, opt_out, re_opt_in, help
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("purpose", sa.String(16), nullable=False, server_default="all"),
