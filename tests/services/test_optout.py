@@ -10,7 +10,9 @@ import sqlalchemy as sa
 from tests.conftest import Org
 from tests.delivery.helpers import channel, queue, statuses
 from textdesk.providers.base import InboundSms
-from textdesk.services import messaging
+from textdesk.services import consent, messaging
+from textdesk.services import contacts as contact_service
+from textdesk.services.contacts import ContactInput
 from textdesk.settings import Settings
 from textdesk.store.db import Database
 from textdesk.store.tables import consent_events, contacts, conversations, messages, organizations
@@ -178,3 +180,59 @@ def test_help_loops_are_cut(db: Database, settings: Settings, acme: Org) -> None
         inbound(db, settings, ch, "HELP")
     assert len(outbound_bodies(db)) == 1
     assert ledger(db) == [("help", "keyword")] * 5
+
+
+# --- an opt-out outlives its contact ------------------------------------------------------------
+
+
+def _opted_out(db: Database, phone: str) -> bool:
+    with db.read() as conn:
+        return bool(
+            conn.execute(
+                sa.select(contacts.c.opted_out).where(contacts.c.phone_e164 == phone)
+            ).scalar_one()
+        )
+
+
+def test_a_contact_recreated_for_an_opted_out_number_is_opted_out(
+    db: Database, settings: Settings, acme: Org
+) -> None:
+    """The ledger outlives contacts: a contact created again for a number whose latest word
+    was STOP (by an agent, the API or an import) must not be sendable, nor one that writes in
+    again after its contact was deleted, nor a contact given that number."""
+    admin = acme.admin.principal
+    ch = channel(db, admin)
+    inbound(db, settings, ch, "STOP", sender="+12015550177")
+    [gone] = _contact_ids(db, "+12015550177")
+    assert _opted_out(db, "+12015550177")
+
+    contact_service.delete_contact(db, admin, gone)
+    again = contact_service.create_contact(db, admin, ContactInput(phone="+12015550177"))
+    assert again.opted_out
+
+    contact_service.delete_contact(db, admin, again.id)
+    inbound(db, settings, ch, "who is this?", sender="+12015550177")
+    assert _opted_out(db, "+12015550177")
+    [writer] = _contact_ids(db, "+12015550177")
+
+    other = contact_service.create_contact(db, admin, ContactInput(phone="+12015550178"))
+    assert not other.opted_out
+    contact_service.delete_contact(db, admin, writer)
+    moved = contact_service.patch_contact(db, admin, other.id, {"phone": "+12015550177"})
+    assert moved.opted_out
+    back = contact_service.patch_contact(db, admin, other.id, {"phone": "+12015550178"})
+    assert not back.opted_out
+
+    # A later opt-in is the number's latest word: a new contact for it is sendable.
+    consent.admin_opt_in(db, admin, back.id, reason="rejoined on the web form")
+    contact_service.delete_contact(db, admin, back.id)
+    assert not contact_service.create_contact(
+        db, admin, ContactInput(phone="+12015550178")
+    ).opted_out
+
+
+def _contact_ids(db: Database, phone: str) -> list[int]:
+    with db.read() as conn:
+        return list(
+            conn.execute(sa.select(contacts.c.id).where(contacts.c.phone_e164 == phone)).scalars()
+        )

@@ -87,6 +87,24 @@ def record(
         )
 
 
+def number_opted_out(conn: Connection, org_id: int, phone: str) -> bool:
+    """Whether the ledger's latest word for this number (opt-in, opt-out or re-opt-in; help
+    says nothing) is an opt-out. A contact created for a number, or given one, takes its
+    ``opted_out`` from here: the ledger outlives deleted contacts, and an opt-out may have been
+    recorded before any contact had the number (a STOP from a stranger, a provider's refusal)."""
+    kind = conn.execute(
+        sa.select(consent_events.c.kind)
+        .where(
+            consent_events.c.org_id == org_id,
+            consent_events.c.phone_e164 == phone,
+            consent_events.c.kind != ConsentKind.HELP,
+        )
+        .order_by(consent_events.c.id.desc())
+        .limit(1)
+    ).scalar()
+    return kind == ConsentKind.OPT_OUT
+
+
 def provider_opt_out(
     conn: Connection, org_id: int, phone: str, message_id: int, code: str, now: datetime
 ) -> None:

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 
 from textdesk.domain.phone import PhoneError, normalize
 from textdesk.domain.roles import Role
-from textdesk.services import audit
+from textdesk.services import audit, consent
 from textdesk.services.accounts import get_organization
 from textdesk.services.audit import RequestInfo
 from textdesk.services.auth import Principal
@@ -174,9 +174,16 @@ def create_contact_in(
     if exists:
         raise Conflict(f"a contact with phone {values['phone_e164']} exists", field="phone")
     now = utcnow()
+    opted_out = consent.number_opted_out(conn, principal.org_id, values["phone_e164"])
     contact_id = conn.execute(
         contacts.insert()
-        .values(org_id=principal.org_id, created_at=now, updated_at=now, **values)
+        .values(
+            org_id=principal.org_id,
+            created_at=now,
+            updated_at=now,
+            opted_out=opted_out,
+            **values,
+        )
         .returning(contacts.c.id)
     ).scalar_one()
     return get_contact(conn, principal.org_id, contact_id)
@@ -266,7 +273,7 @@ def update_contact(
         conn.execute(
             sa.update(contacts)
             .where(contacts.c.id == contact_id)
-            .values(updated_at=utcnow(), **values)
+            .values(updated_at=utcnow(), **values, **_consent_of(conn, current, values))
         )
         return get_contact(conn, principal.org_id, contact_id)
 
@@ -292,6 +299,14 @@ def _check_phone_free(conn: Connection, org_id: int, current: Contact, phone: st
     ).first()
     if clash:
         raise Conflict(f"another contact has phone {phone}", field="phone")
+
+
+def _consent_of(conn: Connection, current: Contact, values: dict[str, Any]) -> dict[str, Any]:
+    """A contact given another number takes that number's consent state from the ledger."""
+    phone = values["phone_e164"]
+    if phone == current.phone_e164:
+        return {}
+    return {"opted_out": consent.number_opted_out(conn, current.org_id, phone)}
 
 
 def patch_contact(
@@ -342,7 +357,7 @@ def patch_contact(
         conn.execute(
             sa.update(contacts)
             .where(contacts.c.id == contact_id, contacts.c.org_id == principal.org_id)
-            .values(updated_at=utcnow(), **values)
+            .values(updated_at=utcnow(), **values, **_consent_of(conn, current, values))
         )
         return get_contact(conn, principal.org_id, contact_id)
 

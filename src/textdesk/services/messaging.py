@@ -23,7 +23,7 @@ from textdesk.domain.encoding import MAX_BODY_CHARS, analyze
 from textdesk.domain.phone import PhoneError, normalize
 from textdesk.domain.states import Direction, MessageStatus, can_advance
 from textdesk.providers.base import InboundSms, StatusReport
-from textdesk.services import compliance, org_settings
+from textdesk.services import compliance, consent, org_settings
 from textdesk.services import events as live
 from textdesk.services.auth import Principal
 from textdesk.services.compliance import Recipient, Verdict
@@ -989,6 +989,9 @@ def receive_inbound(db: Database, settings: Settings, channel_id: int, sms: Inbo
                     phone_e164=phone,
                     fields={},
                     tags=[],
+                    # A number that opted out stays opted out when it writes again after
+                    # its contact was deleted (the ledger outlives contacts).
+                    opted_out=consent.number_opted_out(conn, org_id, phone),
                     created_at=now,
                     updated_at=now,
                 )
