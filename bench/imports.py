@@ -5,7 +5,9 @@ bulk-inserted (driver executemany on SQLite, COPY on PostgreSQL).
 Each import runs in a subprocess of its own so its peak memory (ru_maxrss, the process and its
 phone-parsing children) and its CPU time are the import's and nothing else's. The load average
 before and after is printed: on a shared machine, compare the import with the baseline of the
-same run, not with another day's figures.
+same run, not with another day's figures. On PostgreSQL the local server's CPU time during the
+import is printed too (every ``postgres`` process, from /proc: it includes anything else the
+server did meanwhile, e.g. another run's tests).
 
     python -m bench imports            (or: python -m bench.imports --rows 200000 --engine sqlite)
 """
@@ -87,6 +89,30 @@ def _cpu() -> tuple[float, float]:
         resource.getrusage(resource.RUSAGE_CHILDREN),
     )
     return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
+
+
+def _server_cpu() -> float | None:
+    """CPU seconds (user + system) of the local PostgreSQL server so far: every ``postgres``
+    process's own, plus what the postmaster collected from backends that have exited (a
+    connection pool's backends come and go). None when no local server is visible."""
+    procs: dict[str, list[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if stat[stat.index("(") + 1 : stat.rindex(")")].startswith("postgres"):
+            procs[entry.name] = stat[stat.rindex(")") + 2 :].split()
+    if not procs:
+        return None
+    ticks = 0
+    for fields in procs.values():
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        if fields[1] not in procs:  # the postmaster: its exited children's time too
+            ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _peak_rss_kib() -> int:
@@ -253,11 +279,18 @@ def run(
             copy = workdir / f"upload-{engine}.csv"
             os.link(file, copy)
             load_before = os.getloadavg()[0]
+            server_before = _server_cpu() if engine == "postgresql" else None
             command = [sys.executable, "-m", "bench.imports", "--child", url, str(copy)]
             if processes is not None:
                 command += ["--processes", str(processes)]
             out = subprocess.run(command, check=True, capture_output=True, text=True)
             load_after = os.getloadavg()[0]
+            server_after = _server_cpu() if engine == "postgresql" else None
+            server = (
+                f"{server_after - server_before:.1f}"
+                if server_before is not None and server_after is not None
+                else "-"
+            )
             figures = json.loads(out.stdout.strip().splitlines()[-1])
             baseline = _baseline(url, normalized)
             results.append(
@@ -274,6 +307,7 @@ def run(
                     "CPU s (main / children)": (
                         f"{figures['cpu_seconds']:.1f} / {figures['child_cpu_seconds']:.1f}"
                     ),
+                    "server CPU s": server,
                     "peak RSS MiB (main / reader)": (
                         f"{figures['rss_mib']:.0f} / {figures['child_rss_mib']:.0f}"
                     ),

@@ -57,3 +57,13 @@ def test_consent_stays_with_the_number_after_the_contact_is_deleted(
     with db.read() as conn:
         history = consent.history(conn, acme.org.id, again.id)
     assert [(e.kind, e.contact_id) for e in history] == [("opt_out", ann.id)]
+
+
+def test_the_ledger_references_no_contact_and_no_organization(db: Database) -> None:
+    """Migrations 0004 and 0005: an append-only record, never blocked or cascaded by the
+    contacts or organizations tables (its one remaining reference is the message)."""
+    with db.read() as conn:
+        keys = sa.inspect(conn).get_foreign_keys("consent_events")
+    assert [(k["constrained_columns"], k["referred_table"]) for k in keys] == [
+        (["message_id"], "messages")
+    ]

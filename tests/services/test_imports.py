@@ -654,3 +654,88 @@ def test_a_stop_in_flight_is_never_overtaken_by_an_import(
     assert _people(db, acme.org.id)["+12015550123"].opted_out
     assert [k for p, k, _s in _ledger(db, acme.org.id) if p == "+12015550123"] == ["opt_out"]
     assert _rejects(db, done["view"].id)[2].startswith("opted out: +12015550123")
+
+
+def test_ledger_events_are_the_same_written_set_wise_or_row_by_row(
+    db: Database, acme: Org, globex: Org, cfg: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL writes the new contacts' ledger events in the statement that inserts them
+    (``import_bulk.NewConsent``); the row-by-row path (SQLite's, and PostgreSQL's before) must
+    give the same rows, every column. The same file into two organizations, one per path."""
+    from textdesk.services import import_bulk
+
+    data = (
+        "phone,first,opted_in,consent_source,consent_timestamp\n"
+        "2015550001,Ann,yes,web form 1,2026-01-02T10:00:00Z\n"
+        "2015550002,Bob,no,,\n"
+        "2015550003,Cy,,,\n"
+        "2015550100,Old,yes,,\n"  # an existing contact: opted in by the import
+        "2015550101,Out,yes,,\n"  # opted out earlier: rejected
+        "2015550004,Di,yes,,\n"
+        '2015550005,Ed,yes,"booth ""7"" ✓",\n'
+    )
+
+    def run(org: Org) -> tuple[int, list[tuple[Any, ...]]]:
+        admin = org.admin.principal
+        contacts.create_contact(db, admin, ContactInput(phone="+12015550100", first_name="Old"))
+        out = contacts.create_contact(
+            db, admin, ContactInput(phone="+12015550101", first_name="Out")
+        )
+        consent.agent_opt_out(db, admin, out.id, note="asked on the phone")
+        done = _import(
+            db, cfg, admin, data, consent_source="fair", run={"batch_rows": 3, "processes": 0}
+        )
+        assert (done.inserted, done.updated, done.rejected) == (5, 0, 1)
+        people = {p.id: p for p in _people(db, org.org.id).values()}
+        with db.read() as conn:
+            events = conn.execute(
+                sa.select(consent_events)
+                .where(
+                    consent_events.c.org_id == org.org.id,
+                    consent_events.c.actor == f"import:{done.id}",
+                )
+                .order_by(consent_events.c.phone_e164)
+            ).all()
+        rows = []
+        for e in events:
+            contact = people[e.contact_id]
+            evidence = dict(e.evidence)
+            assert evidence.pop("import_id") == done.id
+            rows.append(
+                (
+                    e.phone_e164,
+                    contact.phone_e164,
+                    e.kind,
+                    e.purpose,
+                    e.source,
+                    evidence,
+                    e.message_id,
+                    # new contacts: the batch's own time, the contacts' creation time
+                    e.created_at == contact.created_at,
+                    e.created_at.tzinfo is not None,
+                )
+            )
+        return done.id, rows
+
+    _id, set_wise = run(acme)
+    monkeypatch.setattr(import_bulk, "consent_with_contacts", lambda conn: False)
+    _id, row_wise = run(globex)
+    assert set_wise == row_wise
+    assert [(r[0], r[2], r[5], r[7]) for r in set_wise] == [
+        (
+            "+12015550001",
+            "opt_in",
+            {
+                "file": "list.csv",
+                "line": 2,
+                "source": "web form 1",
+                "timestamp": "2026-01-02T10:00:00+00:00",
+            },
+            True,
+        ),
+        ("+12015550002", "opt_out", {"file": "list.csv", "line": 3, "source": "fair"}, True),
+        ("+12015550004", "opt_in", {"file": "list.csv", "line": 7, "source": "fair"}, True),
+        ("+12015550005", "opt_in", {"file": "list.csv", "line": 8, "source": 'booth "7" ✓'}, True),
+        ("+12015550100", "opt_in", {"file": "list.csv", "line": 5, "source": "fair"}, False),
+    ]
+    assert {r[3:5] + r[6:7] + r[8:] for r in set_wise} == {("all", "import", None, True)}

@@ -896,6 +896,12 @@ def _apply(
     updates: list[dict[str, Any]] = []
     consent: list[tuple[RowValues, ConsentKind, int | None]] = []
     pending_ids: list[int] = []  # indexes in ``consent`` of new contacts (ids known after insert)
+    # PostgreSQL: the new contacts' events are written with them, set-wise (aligned with
+    # ``inserts``); SQLite: they go in ``consent`` like the others, ids filled in after.
+    new_events: list[tuple[str, str] | None] | None = (
+        [] if import_bulk.consent_with_contacts(conn) else None
+    )
+    evidence = _EvidenceJson(run)
     tags = run.tags
     opt_out, opt_in, re_opt_in = ConsentKind.OPT_OUT, ConsentKind.OPT_IN, ConsentKind.RE_OPT_IN
     for item, raw_row in good:
@@ -938,7 +944,9 @@ def _apply(
                 )
             )
             counts.inserted += 1
-            if kind is not None:
+            if new_events is not None:
+                new_events.append(None if kind is None else (kind.value, evidence(item)))
+            elif kind is not None:
                 pending_ids.append(len(consent))
                 consent.append((item, kind, None))
             continue
@@ -957,7 +965,11 @@ def _apply(
             consent.append((item, kind, current.id))
     import_bulk.insert_rejects(conn, run.import_id, rejects)
     counts.rejected = len(rejects)
-    ids = import_bulk.insert_contacts(conn, run.org_id, inserts, now)
+    actor = f"import:{run.import_id}"
+    new_consent = None
+    if new_events is not None:
+        new_consent = import_bulk.NewConsent(new_events, "all", ConsentSource.IMPORT.value, actor)
+    ids = import_bulk.insert_contacts(conn, run.org_id, inserts, now, new_consent)
     for i in pending_ids:
         item, kind, _none = consent[i]
         consent[i] = (item, kind, ids[item.phone])
@@ -969,8 +981,6 @@ def _apply(
             .values({c: sa.bindparam(c) for c in cols}),
             [{k: u.get(k) for k in ("b_id", *cols)} for u in updates],
         )
-    actor = f"import:{run.import_id}"
-    evidence = _EvidenceJson(run)
     import_bulk.insert_consent(
         conn,
         [

@@ -440,7 +440,12 @@ consent_events = sa.Table(
     "consent_events",
     metadata,
     _id(),
-    _org(),
+    # The organization, with no foreign key either (migration 0005): the ledger is an
+    # append-only compliance record, like an audit log never blocked or cascaded by another
+    # table, and a foreign key cost an import a lookup in ``organizations`` per event. There is
+    # no organization delete path; an organization purge, when there is one, must delete the
+    # organization's ledger explicitly.
+    sa.Column("org_id", BigId, nullable=False),
     sa.Column("phone_e164", sa.String(20), nullable=False),
     # The contact the event was recorded for, for information only: no foreign key. The ledger
     # is an immutable compliance record that outlives contacts; consent belongs to the number
