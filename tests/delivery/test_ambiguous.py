@@ -3,11 +3,12 @@ de-duplicates by it, never called "failed" when the attempts run out."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any, cast
 
 from textdesk.delivery.dispatcher import Dispatcher, _Channel
-from textdesk.delivery.outbox import Claimed, Retry, Unknown
+from textdesk.delivery.outbox import Claimed, Failed, Retry, Unknown
 from textdesk.providers.base import Provider
 from textdesk.settings import Settings
 from textdesk.store.db import Database
@@ -63,3 +64,18 @@ def test_the_last_ambiguous_attempt_is_unknown_not_failed(settings: Settings, db
     outcome = dispatcher._ambiguous(_claimed(1, last), "fake:timeout", "read timed out")
     assert isinstance(outcome, Unknown)
     assert outcome.detail == f"gave up after {last} attempts: read timed out"
+
+
+def test_a_definite_last_failure_after_an_ambiguous_attempt_is_unknown(
+    settings: Settings, db: Database
+) -> None:
+    """The last attempt failed for sure (a 503), but an earlier one may have reached the
+    provider: the message may be out, so it is unknown; without such an attempt, failed."""
+    dispatcher = _dispatcher(settings, db)
+    last = settings.delivery_max_attempts
+    unsure = dataclasses.replace(_claimed(1, last), maybe_sent=True)
+    outcome = dispatcher._retry_or_fail(unsure, "fake:unavailable", "HTTP 503", None)
+    assert isinstance(outcome, Unknown)
+    assert outcome.detail == f"gave up after {last} attempts: HTTP 503"
+    plain = dispatcher._retry_or_fail(_claimed(1, last), "fake:unavailable", "HTTP 503", None)
+    assert isinstance(plain, Failed)

@@ -287,6 +287,15 @@ def test_an_ambiguous_retry_past_its_validity_is_unknown_not_expired(
     assert trail(db, ambiguous)[-1] == ("sending", "queued", "retry_ambiguous")
     assert trail(db, definite)[-1] == ("sending", "queued", "retry")
     with db.write() as conn:
+        conn.execute(sa.update(messages).values(send_after=None))
+    again = outbox.claim(db, settings, worker_id="w", limit=10).claimed
+    assert {c.id: c.maybe_sent for c in again} == {ambiguous: True, definite: False}
+    outbox.record(
+        db,
+        [Retry(c, "simulator:unavailable", "HTTP 503", later) for c in again],
+        actor="worker:w",
+    )
+    with db.write() as conn:
         conn.execute(sa.update(messages).values(valid_until=utcnow() - timedelta(seconds=1)))
     assert outbox.promote_and_expire(db, actor="worker:w") == 2
     assert statuses(db) == {ambiguous: "unknown", definite: "expired"}

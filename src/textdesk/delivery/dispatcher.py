@@ -240,7 +240,10 @@ class Dispatcher:
         self, claimed: Claimed, code: str, detail: str, retry_after: float | None
     ) -> Outcome:
         if claimed.attempts >= self.settings.delivery_max_attempts:
-            return Failed(claimed, code, f"gave up after {claimed.attempts} attempts: {detail}")
+            detail = f"gave up after {claimed.attempts} attempts: {detail}"
+            if claimed.maybe_sent:  # an earlier attempt may have reached the provider
+                return Unknown(claimed, code, detail)
+            return Failed(claimed, code, detail)
         delay = outbox.backoff(claimed.attempts, retry_after=retry_after)
         return Retry(claimed, code, detail, utcnow() + timedelta(seconds=delay))
 

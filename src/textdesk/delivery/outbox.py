@@ -25,7 +25,7 @@ import math
 import random
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -79,6 +79,9 @@ class Claimed:
     idempotency_key: str
     valid_until: datetime | None
     segments: int
+    #: An earlier attempt may have reached the provider (``maybe_sent``): if this one's
+    #: retries run out, the message is ``unknown``, not ``failed``.
+    maybe_sent: bool = False
 
 
 @dataclass
@@ -315,6 +318,9 @@ def _claim_channel(
             )
         )
 
+    retried = maybe_sent(conn, [c.id for c in claimed if c.attempts > 1])
+    if retried:
+        claimed = [replace(c, maybe_sent=True) if c.id in retried else c for c in claimed]
     events: list[dict[str, Any]] = []
     if claimed:
         conn.execute(
