@@ -222,13 +222,7 @@ class Dispatcher:
     def _ambiguous(self, claimed: Claimed, code: str, detail: str) -> Outcome:
         channel = self._channels.get(claimed.channel_id)
         if channel is not None and type(channel.provider).dedupes_by_idempotency_key:
-            if claimed.attempts >= self.settings.delivery_max_attempts:
-                # Not "failed": this attempt may have reached the provider.
-                return Unknown(
-                    claimed, code, f"gave up after {claimed.attempts} attempts: {detail}"
-                )
-            delay = outbox.backoff(claimed.attempts)
-            return Retry(claimed, code, detail, utcnow() + timedelta(seconds=delay), ambiguous=True)
+            return self._retry_or_fail(claimed, code, detail, None, ambiguous=True)
         return Unknown(claimed, code, detail)
 
     def _classify(self, claimed: Claimed, exc: ProviderError) -> Outcome:
@@ -237,15 +231,24 @@ class Dispatcher:
         return Failed(claimed, exc.code, exc.message, opted_out=isinstance(exc, OptedOut))
 
     def _retry_or_fail(
-        self, claimed: Claimed, code: str, detail: str, retry_after: float | None
+        self,
+        claimed: Claimed,
+        code: str,
+        detail: str,
+        retry_after: float | None,
+        *,
+        ambiguous: bool = False,
     ) -> Outcome:
+        """``ambiguous``: this attempt may have reached the provider. Giving up on a message
+        that this or an earlier attempt may have delivered makes it unknown, not failed."""
         if claimed.attempts >= self.settings.delivery_max_attempts:
             detail = f"gave up after {claimed.attempts} attempts: {detail}"
-            if claimed.maybe_sent:  # an earlier attempt may have reached the provider
+            if ambiguous or claimed.maybe_sent:
                 return Unknown(claimed, code, detail)
             return Failed(claimed, code, detail)
         delay = outbox.backoff(claimed.attempts, retry_after=retry_after)
-        return Retry(claimed, code, detail, utcnow() + timedelta(seconds=delay))
+        retry_at = utcnow() + timedelta(seconds=delay)
+        return Retry(claimed, code, detail, retry_at, ambiguous=ambiguous)
 
     async def _unhealthy(self, channel_id: int, code: str) -> None:
         count = self._failures.get(channel_id, 0) + 1

@@ -25,7 +25,7 @@ import math
 import random
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -248,6 +248,8 @@ def _claim_channel(
     rows = conn.execute(query).all()
     if not rows:
         return [], None
+    # Messages an earlier attempt of which may have reached the provider (usually none).
+    unsure = maybe_sent(conn, [row.id for row in rows if row.attempts > 0])
 
     lease_until = now + timedelta(seconds=settings.delivery_lease_seconds)
     day = now.date()
@@ -315,12 +317,10 @@ def _claim_channel(
                 idempotency_key=row.idempotency_key or f"td-{row.id}",
                 valid_until=row.valid_until,
                 segments=row.segments,
+                maybe_sent=row.id in unsure,
             )
         )
 
-    retried = maybe_sent(conn, [c.id for c in claimed if c.attempts > 1])
-    if retried:
-        claimed = [replace(c, maybe_sent=True) if c.id in retried else c for c in claimed]
     events: list[dict[str, Any]] = []
     if claimed:
         conn.execute(
@@ -358,7 +358,6 @@ def _claim_channel(
             .where(channel_throttle.c.channel_id == channel_id)
             .values(tat=max(tat, now) + timedelta(seconds=spent / rate))
         )
-    unsure = maybe_sent(conn, [row.id for row, _, _ in blocked if row.attempts > 0])
     for row, decision, gate_status in blocked:
         status, extra = _not_sent_or_unsure(gate_status, decision, row.id in unsure)
         conn.execute(

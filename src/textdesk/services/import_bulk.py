@@ -95,16 +95,15 @@ _SQLITE_CONSENT = (
     f"INSERT INTO consent_events ({_CONSENT_NAMES}) "  # noqa: S608
     f"VALUES ({', '.join('?' * len(CONSENT_COLUMNS))})"
 )
-_PG_COPY_CONTACTS = f"COPY textdesk_import_contacts ({_CONTACT_NAMES}) FROM STDIN"
+_PG_COPY_CONTACTS = (
+    f"COPY textdesk_import_contacts ({_CONTACT_NAMES}, consent_kind, evidence) FROM STDIN"
+)
 _PG_INSERT_CONTACTS = (
     f"INSERT INTO contacts (org_id, {_CONTACT_NAMES}, created_at, updated_at) "  # noqa: S608
     f"SELECT :org_id, {_CONTACT_NAMES}, :now, :now FROM textdesk_import_contacts "
     "ON CONFLICT (org_id, phone_e164) DO NOTHING RETURNING id, phone_e164"
 )
 _PG_COPY_CONSENT = f"COPY consent_events ({_CONSENT_NAMES}) FROM STDIN"
-_PG_COPY_CONTACTS_CONSENT = (
-    f"COPY textdesk_import_contacts ({_CONTACT_NAMES}, consent_kind, evidence) FROM STDIN"
-)
 # The new contacts and their ledger events in one statement: the events are made from the
 # contacts the insert returns, joined with the staged rows (kind and evidence staged beside
 # each contact), so no id goes back to Python and no event row is built there.
@@ -276,10 +275,7 @@ def insert_contacts(
         if consent is not None:
             raise ValueError("SQLite writes the new contacts' consent with insert_consent")
         return _sqlite_contacts(conn, org_id, rows, now)
-    if consent is not None:
-        _pg_contacts_consent(conn, org_id, rows, now, consent)
-        return {}
-    return _pg_contacts(conn, org_id, rows, now)
+    return _pg_contacts(conn, org_id, rows, now, consent)
 
 
 def _sqlite_contacts(
@@ -335,33 +331,15 @@ def _copy(conn: Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
 
 
 def _pg_contacts(
-    conn: Connection, org_id: int, rows: list[tuple[Any, ...]], now: datetime
+    conn: Connection,
+    org_id: int,
+    rows: list[tuple[Any, ...]],
+    now: datetime,
+    consent: NewConsent | None = None,
 ) -> dict[str, int]:
-    to_json = _json_memo(json.dumps)
-    conn.exec_driver_sql(
-        "CREATE TEMPORARY TABLE textdesk_import_contacts (phone_e164 text, first_name text, "
-        "last_name text, email text, zip text, state text, time_zone text, external_id text, "
-        "fields jsonb, tags jsonb, opted_out boolean) ON COMMIT DROP"
-    )
-    _copy(
-        conn,
-        _PG_COPY_CONTACTS,
-        [(*r[:8], to_json(r[8]), to_json(r[9]), r[10]) for r in rows],
-    )
-    inserted = conn.execute(
-        sa.text(_PG_INSERT_CONTACTS).bindparams(
-            sa.bindparam("now", now, type_=contacts.c.created_at.type), org_id=org_id
-        )
-    ).all()
-    conn.exec_driver_sql("DROP TABLE textdesk_import_contacts")
-    if len(inserted) != len(rows):
-        raise Raced(f"{len(rows) - len(inserted)} contacts of the batch were created meanwhile")
-    return {phone: contact_id for contact_id, phone in inserted}
-
-
-def _pg_contacts_consent(
-    conn: Connection, org_id: int, rows: list[tuple[Any, ...]], now: datetime, consent: NewConsent
-) -> None:
+    """Stage the rows with ``COPY`` (each with its ledger event's kind and evidence, if any),
+    then insert them: returning their ids by phone, or, with ``consent``, writing their events
+    in the same statement and returning nothing."""
     to_json = _json_memo(json.dumps)
     conn.exec_driver_sql(
         "CREATE TEMPORARY TABLE textdesk_import_contacts (phone_e164 text, first_name text, "
@@ -369,27 +347,38 @@ def _pg_contacts_consent(
         "fields jsonb, tags jsonb, opted_out boolean, consent_kind text, evidence jsonb) "
         "ON COMMIT DROP"
     )
+    events = consent.events if consent is not None else [None] * len(rows)
     none = (None, None)
     _copy(
         conn,
-        _PG_COPY_CONTACTS_CONSENT,
+        _PG_COPY_CONTACTS,
         [
             (*r[:8], to_json(r[8]), to_json(r[9]), r[10], *(event or none))
-            for r, event in zip(rows, consent.events, strict=True)
+            for r, event in zip(rows, events, strict=True)
         ],
     )
-    inserted = conn.execute(
-        sa.text(_PG_INSERT_CONTACTS_CONSENT).bindparams(
-            sa.bindparam("now", now, type_=contacts.c.created_at.type),
-            org_id=org_id,
-            purpose=consent.purpose,
-            source=consent.source,
-            actor=consent.actor,
-        )
-    ).scalar_one()
+    now_param = sa.bindparam("now", now, type_=contacts.c.created_at.type)
+    ids: dict[str, int] = {}
+    if consent is None:
+        inserted_rows = conn.execute(
+            sa.text(_PG_INSERT_CONTACTS).bindparams(now_param, org_id=org_id)
+        ).all()
+        ids = {phone: contact_id for contact_id, phone in inserted_rows}
+        inserted = len(inserted_rows)
+    else:
+        inserted = conn.execute(
+            sa.text(_PG_INSERT_CONTACTS_CONSENT).bindparams(
+                now_param,
+                org_id=org_id,
+                purpose=consent.purpose,
+                source=consent.source,
+                actor=consent.actor,
+            )
+        ).scalar_one()
     conn.exec_driver_sql("DROP TABLE textdesk_import_contacts")
     if inserted != len(rows):
         raise Raced(f"{len(rows) - inserted} contacts of the batch were created meanwhile")
+    return ids
 
 
 def insert_consent(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
