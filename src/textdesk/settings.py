@@ -71,7 +71,10 @@ class Settings(BaseSettings):
         default=60 * 60 * 12, ge=60, description="Seconds a UI login session stays valid."
     )
     login_max_attempts: int = Field(
-        default=5, ge=1, description="Failed logins allowed per account and per IP per window."
+        default=5, ge=1, description="Failed logins allowed per client address per window."
+    )
+    login_account_max_attempts: int = Field(
+        default=20, ge=1, description="Failed logins allowed per e-mail, all addresses together."
     )
     login_window_seconds: int = Field(
         default=15 * 60, ge=1, description="Window over which failed logins are counted."

@@ -18,14 +18,14 @@ from typing import Any
 import sqlalchemy as sa
 
 from textdesk.domain.roles import Role
-from textdesk.services import audit
+from textdesk.services import audit, lockout
 from textdesk.services.accounts import User, normalize_email
 from textdesk.services.audit import RequestInfo
-from textdesk.services.errors import Forbidden, Invalid, NotFound, RateLimited, Unauthenticated
+from textdesk.services.errors import Forbidden, Invalid, NotFound, Unauthenticated
 from textdesk.services.passwords import DUMMY_HASH, verify_password
 from textdesk.settings import Settings
 from textdesk.store.db import Database
-from textdesk.store.tables import api_keys, login_attempts, user_sessions, users, utcnow
+from textdesk.store.tables import api_keys, user_sessions, users, utcnow
 
 API_KEY_PREFIX = "td_"
 
@@ -59,46 +59,22 @@ def _sha256(value: str) -> str:
 # --- login ---------------------------------------------------------------------------------
 
 
-def _check_rate(db: Database, settings: Settings, email: str, ip: str) -> None:
-    since = utcnow() - timedelta(seconds=settings.login_window_seconds)
-    with db.read() as conn:
-        failures = [
-            conn.execute(
-                sa.select(sa.func.count())
-                .select_from(login_attempts)
-                .where(
-                    column == value,
-                    login_attempts.c.succeeded.is_(False),
-                    login_attempts.c.created_at >= since,
-                )
-            ).scalar_one()
-            for column, value in ((login_attempts.c.email, email), (login_attempts.c.ip, ip))
-        ]
-    if max(failures) >= settings.login_max_attempts:
-        raise RateLimited(
-            "too many failed logins; try again later", retry_after=settings.login_window_seconds
-        )
-
-
 def authenticate(
     db: Database, settings: Settings, *, email: str, password: str, request: RequestInfo
 ) -> User:
-    """Check a password login; raises ``Unauthenticated`` or ``RateLimited``."""
+    """Check a password login; raises ``Unauthenticated`` or ``RateLimited`` (see ``lockout``:
+    the attempt is counted before the password is checked)."""
     try:
         email = normalize_email(email)
     except Invalid:
         raise Unauthenticated("wrong e-mail or password") from None
-    ip = request.ip or "unknown"
-    _check_rate(db, settings, email, ip)
+    reservation = lockout.reserve(db, settings, ip=request.ip, email=email)
     with db.read() as conn:
         row = conn.execute(sa.select(users).where(users.c.email == email)).first()
     ok = verify_password(row._mapping["password_hash"] if row else DUMMY_HASH, password)
     ok = ok and row is not None and bool(row._mapping["is_active"])
     with db.write() as conn:
         now = utcnow()
-        conn.execute(
-            login_attempts.insert().values(email=email, ip=ip, succeeded=ok, created_at=now)
-        )
         org_id = row._mapping["org_id"] if row else None
         audit.record(
             conn,
@@ -110,6 +86,7 @@ def authenticate(
             detail={} if ok else {"email": email},
         )
         if ok and row is not None:
+            lockout.release(conn, settings, reservation)
             conn.execute(sa.update(users).where(users.c.id == row.id).values(last_login_at=now))
     if not ok or row is None:
         raise Unauthenticated("wrong e-mail or password")

@@ -108,8 +108,10 @@ def login(
         return _login_again(request, config, "Your login form expired. Please try again.", 403)
     try:
         user = auth.authenticate(db, config, email=email, password=password, request=origin)
-    except RateLimited:
-        return _login_again(request, config, "Too many failed attempts. Try again later.", 429)
+    except RateLimited as exc:
+        response = _login_again(request, config, "Too many failed attempts. Try again later.", 429)
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
     except Unauthenticated:
         return _login_again(request, config, "Wrong e-mail or password.", 401)
     token, _csrf = auth.create_session(db, config, user, origin)
