@@ -87,7 +87,10 @@ users = sa.Table(
     metadata,
     _id(),
     _org(),
-    sa.Column("email", sa.String(320), nullable=False, unique=True),
+    # Unique per organization, not per server: an organization's users are its own, and
+    # adding someone must not tell whether another organization has them (services/accounts).
+    # Login looks the e-mail up across organizations, hence the index.
+    sa.Column("email", sa.String(320), nullable=False, index=True),
     sa.Column("name", sa.String(200), nullable=False),
     sa.Column("role", sa.String(16), nullable=False),
     sa.Column("password_hash", sa.String(255), nullable=False),
@@ -95,6 +98,7 @@ users = sa.Table(
     _created(),
     sa.Column("last_login_at", UTCDateTime()),
     sa.CheckConstraint("role IN ('owner', 'admin', 'agent')", name="role"),
+    sa.UniqueConstraint("org_id", "email"),
 )
 
 user_sessions = sa.Table(
