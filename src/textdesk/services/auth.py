@@ -81,8 +81,9 @@ def authenticate(
     the attempt is counted before any password is checked) or ``ChooseOrganization``.
 
     An e-mail may have an account in several organizations (``org``, a slug, picks one). The
-    password is checked against each, usually one; an unknown e-mail costs one check of a
-    dummy hash, so the answer and its time do not tell whether the address has an account."""
+    password is checked against each, usually one; an unknown e-mail costs the same one check
+    (of a dummy hash), so neither the answer nor its time tells whether the address has an
+    account. (Each further account costs one more check: docs/architecture.md says so.)"""
     try:
         email = normalize_email(email)
     except Invalid:
