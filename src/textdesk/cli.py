@@ -5,7 +5,7 @@ from __future__ import annotations
 import getpass
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -58,6 +58,20 @@ def migrate() -> None:
     typer.echo(f"database at revision {migrations.current_revision(db.engine)}")
 
 
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """What `textdesk serve` hands uvicorn besides the app.
+
+    ``proxy_headers`` is off: uvicorn would take X-Forwarded-For from any loopback peer (its
+    ``FORWARDED_ALLOW_IPS`` default), so anything on the host could pick the address the
+    lockout counts. The app honours the header from ``TEXTDESK_TRUSTED_PROXIES`` only."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": None,
+        "proxy_headers": False,
+    }
+
+
 def _serve(settings: Settings, db: Database) -> None:
     import uvicorn
 
@@ -70,19 +84,10 @@ def _serve(settings: Settings, db: Database) -> None:
             "textdesk.web.app:app_from_environment",
             factory=True,
             workers=settings.web_workers,
-            host=settings.host,
-            port=settings.port,
-            log_config=None,
-            proxy_headers=True,
+            **uvicorn_options(settings),
         )
         return
-    uvicorn.run(
-        create_app(settings, db),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        proxy_headers=True,
-    )
+    uvicorn.run(create_app(settings, db), **uvicorn_options(settings))
 
 
 @app.command()

@@ -6,14 +6,15 @@ otherwise. Secrets can also come from a file: ``TEXTDESK_SECRET_KEY_FILE=/run/se
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: The shipped default secret. Fine for a laptop demo, refused in production mode.
 DEFAULT_SECRET_KEY = "change-me-this-is-not-a-secret"  # noqa: S105 - a placeholder, refused in prod
@@ -71,10 +72,18 @@ class Settings(BaseSettings):
         default=60 * 60 * 12, ge=60, description="Seconds a UI login session stays valid."
     )
     login_max_attempts: int = Field(
-        default=5, ge=1, description="Failed logins allowed per account and per IP per window."
+        default=5, ge=1, description="Failed logins allowed per client address per window."
+    )
+    login_account_max_attempts: int = Field(
+        default=20, ge=1, description="Failed logins allowed per e-mail, all addresses together."
     )
     login_window_seconds: int = Field(
         default=15 * 60, ge=1, description="Window over which failed logins are counted."
+    )
+    # NoDecode: the variable is a comma-separated list, not the JSON pydantic-settings expects.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Peers (IPs or CIDRs) whose X-Forwarded-For names the client; none by default.",
     )
     embedded_worker: bool = Field(
         default=True, description="Run the delivery worker inside `textdesk serve`."
@@ -131,6 +140,27 @@ class Settings(BaseSettings):
         if upper not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError(f"unknown log level {value!r}; use DEBUG, INFO, WARNING or ERROR")
         return upper
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxies(cls, value: Any) -> list[str]:
+        entries = value.split(",") if isinstance(value, str) else list(value)
+        proxies = []
+        for entry in (str(e).strip() for e in entries):
+            if not entry:
+                continue
+            try:
+                # Written out the way the proxy-header middleware compares them: an entry it
+                # could not parse would silently trust nobody.
+                if "/" in entry:
+                    proxies.append(str(ipaddress.ip_network(entry, strict=False)))
+                else:
+                    proxies.append(str(ipaddress.ip_address(entry)))
+            except ValueError:
+                raise ValueError(
+                    f"TEXTDESK_TRUSTED_PROXIES: {entry!r} is not an IP address or CIDR network"
+                ) from None
+        return proxies
 
     @field_validator("base_url")
     @classmethod

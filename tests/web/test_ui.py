@@ -65,6 +65,7 @@ def test_wrong_password_then_rate_limit(client: TestClient, acme: Org) -> None:
         "/login", data={"email": acme.agent.user.email, "password": PASSWORD, "csrf_token": token}
     )
     assert r.status_code == 429, "even the right password waits out the lockout"
+    assert 0 < int(r.headers["retry-after"]) <= 900
 
 
 def test_state_change_needs_csrf(client: TestClient, acme: Org, db: Database) -> None:

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from textdesk.domain.roles import Role, can_assign
@@ -146,7 +147,13 @@ def create_user(
     actor_role: Role | None = Role.OWNER,
     request: RequestInfo | None = None,
 ) -> User:
-    """Create a user. ``actor_role`` is the role of whoever asks (None: the system or CLI)."""
+    """Create a user. ``actor_role`` is the role of whoever asks (None: the system or CLI).
+
+    An e-mail is unique within the organization: a second user with it here is a 409, which
+    tells the admin nothing they cannot see in their own user list. The same address in
+    another organization is no obstacle and is never mentioned: it becomes an account of this
+    organization, with its own password (login asks which organization when one password
+    opens several)."""
     if actor_role is not None and not can_assign(actor_role, role):
         raise Forbidden(f"a {actor_role.value} cannot create a user with role {role.value}")
     email = normalize_email(email)
@@ -159,11 +166,11 @@ def create_user(
     password_hash = hash_password(password)
     with db.write() as conn:
         get_organization(conn, org_id)
-        if conn.execute(sa.select(users.c.id).where(users.c.email == email)).first():
-            raise Conflict(f"a user with e-mail {email} already exists", field="email")
+        insert = (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(users)
+        # ON CONFLICT: two admins adding the same person at once get one user and one 409,
+        # not an IntegrityError.
         user_id = conn.execute(
-            users.insert()
-            .values(
+            insert.values(
                 org_id=org_id,
                 email=email,
                 name=name,
@@ -172,8 +179,13 @@ def create_user(
                 is_active=True,
                 created_at=utcnow(),
             )
+            .on_conflict_do_nothing(index_elements=[users.c.org_id, users.c.email])
             .returning(users.c.id)
-        ).scalar_one()
+        ).scalar()
+        if user_id is None:
+            raise Conflict(
+                f"a user with e-mail {email} already exists in this organization", field="email"
+            )
         audit.record(
             conn,
             org_id=org_id,

@@ -18,14 +18,14 @@ from typing import Any
 import sqlalchemy as sa
 
 from textdesk.domain.roles import Role
-from textdesk.services import audit
+from textdesk.services import audit, lockout
 from textdesk.services.accounts import User, normalize_email
 from textdesk.services.audit import RequestInfo
-from textdesk.services.errors import Forbidden, Invalid, NotFound, RateLimited, Unauthenticated
+from textdesk.services.errors import Forbidden, Invalid, NotFound, Unauthenticated
 from textdesk.services.passwords import DUMMY_HASH, verify_password
 from textdesk.settings import Settings
 from textdesk.store.db import Database
-from textdesk.store.tables import api_keys, login_attempts, user_sessions, users, utcnow
+from textdesk.store.tables import api_keys, organizations, user_sessions, users, utcnow
 
 API_KEY_PREFIX = "td_"
 
@@ -59,61 +59,84 @@ def _sha256(value: str) -> str:
 # --- login ---------------------------------------------------------------------------------
 
 
-def _check_rate(db: Database, settings: Settings, email: str, ip: str) -> None:
-    since = utcnow() - timedelta(seconds=settings.login_window_seconds)
-    with db.read() as conn:
-        failures = [
-            conn.execute(
-                sa.select(sa.func.count())
-                .select_from(login_attempts)
-                .where(
-                    column == value,
-                    login_attempts.c.succeeded.is_(False),
-                    login_attempts.c.created_at >= since,
-                )
-            ).scalar_one()
-            for column, value in ((login_attempts.c.email, email), (login_attempts.c.ip, ip))
-        ]
-    if max(failures) >= settings.login_max_attempts:
-        raise RateLimited(
-            "too many failed logins; try again later", retry_after=settings.login_window_seconds
-        )
+class ChooseOrganization(Exception):
+    """The password is right for this e-mail in several organizations: log in again naming
+    one (``org``). Only someone who knows the password learns these organizations."""
+
+    def __init__(self, organizations: list[tuple[str, str]]) -> None:
+        super().__init__("choose an organization")
+        self.organizations = organizations  # (slug, name)
 
 
 def authenticate(
-    db: Database, settings: Settings, *, email: str, password: str, request: RequestInfo
+    db: Database,
+    settings: Settings,
+    *,
+    email: str,
+    password: str,
+    request: RequestInfo,
+    org: str | None = None,
 ) -> User:
-    """Check a password login; raises ``Unauthenticated`` or ``RateLimited``."""
+    """Check a password login; raises ``Unauthenticated``, ``RateLimited`` (see ``lockout``:
+    the attempt is counted before any password is checked) or ``ChooseOrganization``.
+
+    An e-mail may have an account in several organizations (``org``, a slug, picks one). The
+    password is checked against each, usually one; an unknown e-mail costs the same one check
+    (of a dummy hash), so neither the answer nor its time tells whether the address has an
+    account. (Each further account costs one more check: docs/architecture.md says so.)"""
     try:
         email = normalize_email(email)
     except Invalid:
         raise Unauthenticated("wrong e-mail or password") from None
-    ip = request.ip or "unknown"
-    _check_rate(db, settings, email, ip)
+    reservation = lockout.reserve(db, settings, ip=request.ip, email=email)
+    query = (
+        sa.select(users, organizations.c.slug, organizations.c.name.label("org_name"))
+        .join(organizations, organizations.c.id == users.c.org_id)
+        .where(users.c.email == email)
+        .order_by(users.c.id)
+    )
+    if org:
+        query = query.where(organizations.c.slug == org.strip().lower())
     with db.read() as conn:
-        row = conn.execute(sa.select(users).where(users.c.email == email)).first()
-    ok = verify_password(row._mapping["password_hash"] if row else DUMMY_HASH, password)
-    ok = ok and row is not None and bool(row._mapping["is_active"])
+        accounts = conn.execute(query).all()
+    if not accounts:
+        verify_password(DUMMY_HASH, password)
+    opened = [
+        row for row in accounts if verify_password(row.password_hash, password) and row.is_active
+    ]
     with db.write() as conn:
         now = utcnow()
-        conn.execute(
-            login_attempts.insert().values(email=email, ip=ip, succeeded=ok, created_at=now)
-        )
-        org_id = row._mapping["org_id"] if row else None
-        audit.record(
-            conn,
-            org_id=org_id,
-            actor=f"user:{row._mapping['id']}" if row else "anonymous",
-            action="auth.login" if ok else "auth.login_failed",
-            target=f"user:{row._mapping['id']}" if row else None,
-            request=request,
-            detail={} if ok else {"email": email},
-        )
-        if ok and row is not None:
+        if not opened:
+            # Each organization that has the address sees the failure in its audit log.
+            failed: list[Any] = list(accounts) or [None]
+            for row in failed:
+                audit.record(
+                    conn,
+                    org_id=row.org_id if row else None,
+                    actor=f"user:{row.id}" if row else "anonymous",
+                    action="auth.login_failed",
+                    target=f"user:{row.id}" if row else None,
+                    request=request,
+                    detail={"email": email},
+                )
+        else:
+            lockout.release(conn, settings, reservation)
+        if len(opened) == 1:
+            row = opened[0]
+            audit.record(
+                conn,
+                org_id=row.org_id,
+                actor=f"user:{row.id}",
+                action="auth.login",
+                target=f"user:{row.id}",
+                request=request,
+            )
             conn.execute(sa.update(users).where(users.c.id == row.id).values(last_login_at=now))
-    if not ok or row is None:
+    if not opened:
         raise Unauthenticated("wrong e-mail or password")
-    return User.from_row(row)
+    if len(opened) > 1:
+        raise ChooseOrganization([(row.slug, row.org_name) for row in opened])
+    return User.from_row(opened[0])
 
 
 def create_session(

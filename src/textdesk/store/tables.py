@@ -87,7 +87,10 @@ users = sa.Table(
     metadata,
     _id(),
     _org(),
-    sa.Column("email", sa.String(320), nullable=False, unique=True),
+    # Unique per organization, not per server: an organization's users are its own, and
+    # adding someone must not tell whether another organization has them (services/accounts).
+    # Login looks the e-mail up across organizations, hence the index.
+    sa.Column("email", sa.String(320), nullable=False, index=True),
     sa.Column("name", sa.String(200), nullable=False),
     sa.Column("role", sa.String(16), nullable=False),
     sa.Column("password_hash", sa.String(255), nullable=False),
@@ -95,6 +98,7 @@ users = sa.Table(
     _created(),
     sa.Column("last_login_at", UTCDateTime()),
     sa.CheckConstraint("role IN ('owner', 'admin', 'agent')", name="role"),
+    sa.UniqueConstraint("org_id", "email"),
 )
 
 user_sessions = sa.Table(
@@ -115,16 +119,17 @@ user_sessions = sa.Table(
     sa.Column("revoked_at", UTCDateTime()),
 )
 
-login_attempts = sa.Table(
-    "login_attempts",
+# One counter per client address and per login e-mail: the attempts of the current window.
+# A login reserves its attempt here (INSERT ... ON CONFLICT DO UPDATE ... RETURNING) before its
+# password is checked, so concurrent guesses cannot all read "under the limit" (services/lockout).
+login_throttle = sa.Table(
+    "login_throttle",
     metadata,
-    _id(),
-    sa.Column("email", sa.String(320), nullable=False),
-    sa.Column("ip", sa.String(64), nullable=False),
-    sa.Column("succeeded", sa.Boolean(), nullable=False),
-    _created(),
-    sa.Index("ix_login_attempts_email_created", "email", "created_at"),
-    sa.Index("ix_login_attempts_ip_created", "ip", "created_at"),
+    sa.Column("scope", sa.String(8), primary_key=True),
+    sa.Column("key", sa.String(320), primary_key=True),
+    sa.Column("window_started_at", UTCDateTime(), nullable=False, index=True),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.CheckConstraint("scope IN ('address', 'account')", name="scope"),
 )
 
 api_keys = sa.Table(

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from textdesk import __version__
 from textdesk.delivery.worker import EmbeddedWorker
@@ -140,7 +141,13 @@ def create_app(
 
     app.add_middleware(SendFastPath)  # inside SecurityHeaders: its answers get the headers
     app.add_middleware(SecurityHeaders)
-    app.add_middleware(webhooks.FastPath)  # outermost: provider callbacks skip the rest
+    app.add_middleware(webhooks.FastPath)  # provider callbacks skip the rest
+    if settings.trusted_proxies:
+        # Outermost, so every layer sees the client's address (request.client: the lockout,
+        # audit rows, sessions). Only a peer listed here may name the client: the rightmost
+        # X-Forwarded-For hop that is not itself a trusted proxy. `textdesk serve` turns
+        # uvicorn's own handling off (cli.uvicorn_options), which trusts any loopback peer.
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> JSONResponse:

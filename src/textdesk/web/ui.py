@@ -81,8 +81,27 @@ def root(request: Request, db: Db) -> Response:
 
 @router.get("/login", response_class=HTMLResponse)
 def login_form(request: Request, config: Config, error: str | None = None) -> Response:
+    return _login_page(request, config, error=error)
+
+
+def _login_page(
+    request: Request,
+    config: Config,
+    *,
+    error: str | None,
+    email: str = "",
+    organizations: list[tuple[str, str]] | None = None,
+) -> Response:
     token = secrets.token_urlsafe(24)
-    response = _page(request, "login.html", None, csrf_token=token, error=error)
+    response = _page(
+        request,
+        "login.html",
+        None,
+        csrf_token=token,
+        error=error,
+        email=email,
+        organizations=organizations or [],
+    )
     response.set_cookie(
         LOGIN_CSRF_COOKIE,
         token,
@@ -103,13 +122,27 @@ def login(
     email: Annotated[str, Form()] = "",
     password: Annotated[str, Form()] = "",
     csrf_token: Annotated[str, Form()] = "",
+    org: Annotated[str, Form()] = "",
 ) -> Response:
     if not auth.csrf_matches(request.cookies.get(LOGIN_CSRF_COOKIE), csrf_token):
         return _login_again(request, config, "Your login form expired. Please try again.", 403)
     try:
-        user = auth.authenticate(db, config, email=email, password=password, request=origin)
-    except RateLimited:
-        return _login_again(request, config, "Too many failed attempts. Try again later.", 429)
+        user = auth.authenticate(
+            db, config, email=email, password=password, request=origin, org=org or None
+        )
+    except auth.ChooseOrganization as choice:
+        return _login_page(
+            request,
+            config,
+            error="This e-mail and password open several organizations. Choose one and "
+            "enter your password again.",
+            email=email,
+            organizations=choice.organizations,
+        )
+    except RateLimited as exc:
+        response = _login_again(request, config, "Too many failed attempts. Try again later.", 429)
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
     except Unauthenticated:
         return _login_again(request, config, "Wrong e-mail or password.", 401)
     token, _csrf = auth.create_session(db, config, user, origin)
@@ -127,7 +160,7 @@ def login(
 
 
 def _login_again(request: Request, config: Config, error: str, status: int) -> Response:
-    response = login_form(request, config, error=error)
+    response = _login_page(request, config, error=error)
     response.status_code = status
     return response
 
