@@ -148,7 +148,7 @@ async def webhook(provider: str, channel: str, kind: str, request: Request) -> R
             adapters.get, request, channel_id
         )
     if channel_id is None or found is None or found[0] != provider:
-        return problem(404, "Not found", f"no {provider} channel {channel!r}")
+        return problem(404, "Not found", f"no {provider[:20]!r} channel {channel[:30]!r}")
     name, adapter = found
     settings: Settings = request.app.state.settings
     db: Database = request.app.state.db
