@@ -43,6 +43,7 @@ from textdesk.providers.base import (
     TemporaryFailure,
 )
 from textdesk.services import messaging, p2p
+from textdesk.services.errors import Invalid
 from textdesk.settings import Settings
 from textdesk.store.db import Database
 from textdesk.store.tables import channels, utcnow
@@ -89,9 +90,14 @@ class _Sink:
         self._settings = settings
 
     async def inbound(self, channel_id: int, sms: InboundSms) -> None:
-        await asyncio.to_thread(
-            messaging.receive_inbound, self._db, self._settings, channel_id, sms
-        )
+        try:
+            await asyncio.to_thread(
+                messaging.receive_inbound, self._db, self._settings, channel_id, sms
+            )
+        except Invalid as exc:
+            # Acknowledged and dropped: an SMSC told "error" delivers the same message again,
+            # and no resend makes an alphanumeric sender answerable.
+            log.warning("ignored inbound message on channel %s: %s", channel_id, exc)
 
     async def status(self, channel_id: int, report: StatusReport) -> None:
         await asyncio.to_thread(

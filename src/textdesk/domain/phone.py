@@ -26,6 +26,7 @@ Decisions worth knowing:
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass
 from enum import StrEnum
@@ -44,6 +45,7 @@ __all__ = [
     "is_sms_capable_type",
     "normalize",
     "parse_phone",
+    "sender_e164",
     "try_normalize",
 ]
 
@@ -67,6 +69,10 @@ _NON_GEO_REGION = "001"
 
 # Long inputs (a whole pasted paragraph) would make error messages unreadable.
 _MAX_ECHO = 40
+
+# How providers and SMSCs write a phone number: digits, "+" for an international one. E.164
+# allows 15 digits; a few more leave room for an international prefix (00, 011).
+_SENDER = re.compile(r"\+?[0-9]{1,18}")
 
 
 class PhoneError(ValueError):
@@ -223,6 +229,42 @@ def try_normalize(raw: str, default_region: str | None = "US") -> str | None:
         return normalize(raw, default_region)
     except PhoneError:
         return None
+
+
+def sender_e164(raw: str, default_region: str | None = "US") -> str:
+    """The E.164 form of the sender of an inbound message, as a provider or SMSC reports it.
+
+    Stricter than :func:`normalize` about the form: a provider writes a sender as ASCII digits
+    with an optional "+", so anything else (a name, markup, spaces, letters: "ACME",
+    "+1 (555) abc") is refused rather than read the way a person's typing would be. More
+    lenient about validity: a number of a possible length whose prefix the metadata does not
+    know yet is someone who did write to us, and refusing it could lose a STOP. Short codes
+    and other too-short addresses are refused. Raises :class:`PhoneError`.
+    """
+    region = _check_region(default_region)
+    text = raw.strip()
+    if not text:
+        raise PhoneError("empty", raw, "the sender is empty")
+    if not _SENDER.fullmatch(text):
+        raise PhoneError(
+            "not_a_number", raw, f"the sender {_echo(raw)} is not a phone number (+ and digits)"
+        )
+    try:
+        num = phonenumbers.parse(text, region)
+    except NumberParseException as exc:
+        raise _from_parse_exception(exc, raw, text, region) from None
+    possible = phonenumbers.is_possible_number_with_reason(num)
+    if possible == ValidationResult.INVALID_COUNTRY_CODE:
+        raise PhoneError(
+            "invalid_country_code",
+            raw,
+            f"{_echo(raw)} does not start with a known country calling code",
+        )
+    if possible == ValidationResult.TOO_LONG:
+        raise PhoneError("too_long", raw, f"{_echo(raw)} is too long to be a phone number")
+    if possible != ValidationResult.IS_POSSIBLE:  # too short, local only, invalid length
+        raise PhoneError("too_short", raw, f"{_echo(raw)} is not a full phone number")
+    return phonenumbers.format_number(num, PhoneNumberFormat.E164)
 
 
 def area_code_time_zones(e164: str) -> tuple[str, ...]:

@@ -14,6 +14,8 @@
     └── AuthFailure        not retryable; credentials wrong or account suspended
 
     SignatureError         a webhook's signature did not verify (answer 403, change nothing)
+    MalformedWebhook       a webhook that can't be read: not UTF-8, not JSON, nested too deep,
+                           the wrong media type (answer its 4xx ``status``, change nothing)
 
 The core decides what to do with each (retry with backoff, fail, record an opt-out, pause the
 channel); adapters only translate.
@@ -76,6 +78,16 @@ class SignatureError(Exception):
     """A webhook failed verification. The message says why (for logs, not for the caller)."""
 
 
+class MalformedWebhook(ValueError):
+    """A webhook that can't be read. The message says what was wrong; it is answered with
+    ``status`` (400, or 415 for the wrong media type). A readable callback that carries nothing
+    for us is not malformed: ``parse_*`` return None for it and it is answered 200."""
+
+    def __init__(self, message: str, *, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 @dataclass(frozen=True)
 class OutboundSms:
     """What the dispatcher hands an adapter."""
@@ -124,7 +136,7 @@ class WebhookRequest:
     """A provider's HTTP callback, decoupled from the web framework."""
 
     method: str
-    url: str  # the public URL the provider called (TEXTDESK_BASE_URL + path + query)
+    url: str  # the public URL the provider called: TEXTDESK_BASE_URL + the path and query received
     headers: Mapping[str, str]  # lower-case names
     body: bytes
     form: Mapping[str, str] = field(default_factory=dict)  # parsed x-www-form-urlencoded body
@@ -155,11 +167,13 @@ class Provider(Protocol):
         ...
 
     def parse_inbound(self, request: WebhookRequest) -> InboundSms | None:
-        """An inbound message, or None for a callback that carries none."""
+        """An inbound message, or None for a callback that carries none. Raise
+        ``MalformedWebhook`` for one that can't be read."""
         ...
 
     def parse_status(self, request: WebhookRequest) -> StatusReport | None:
-        """A delivery report, or None for a callback that carries none (answer 200 anyway)."""
+        """A delivery report, or None for a callback that carries none (answer 200 anyway).
+        Raise ``MalformedWebhook`` for one that can't be read."""
         ...
 
 

@@ -23,7 +23,7 @@ from textdesk.domain.encoding import MAX_BODY_CHARS, analyze
 from textdesk.domain.phone import PhoneError, normalize
 from textdesk.domain.states import Direction, MessageStatus, can_advance
 from textdesk.providers.base import InboundSms, StatusReport
-from textdesk.services import compliance, consent, org_settings
+from textdesk.services import compliance, consent, org_settings, provider_input
 from textdesk.services import events as live
 from textdesk.services.auth import Principal
 from textdesk.services.compliance import Recipient, Verdict
@@ -959,11 +959,18 @@ class Received:
 
 
 def receive_inbound(db: Database, settings: Settings, channel_id: int, sms: InboundSms) -> Received:
+    """Store an inbound message once (a retried callback is a duplicate). Raises ``Invalid``
+    for one that can't be stored (``provider_input.inbound``: a sender that is no phone
+    number, an id that doesn't fit): nothing is written, no contact created."""
     now = utcnow()
     with db.write() as conn:
         channel = conn.execute(sa.select(channels).where(channels.c.id == channel_id)).first()
         if channel is None:
             raise NotFound(f"channel {channel_id} not found")
+        region = conn.execute(
+            sa.select(organizations.c.default_region).where(organizations.c.id == channel.org_id)
+        ).scalar_one()
+        sms = provider_input.inbound(sms, region=region, now=now)
         duplicate = conn.execute(
             sa.select(messages.c.id).where(
                 messages.c.channel_id == channel_id,
@@ -974,10 +981,7 @@ def receive_inbound(db: Database, settings: Settings, channel_id: int, sms: Inbo
         if duplicate is not None:
             return Received(None, duplicate=True)
         org_id = channel.org_id
-        try:
-            phone = normalize(sms.sender, None)
-        except PhoneError:
-            phone = sms.sender.strip()  # alphanumeric or short-code senders are kept verbatim
+        phone = sms.sender
         contact = conn.execute(
             sa.select(contacts).where(contacts.c.org_id == org_id, contacts.c.phone_e164 == phone)
         ).first()

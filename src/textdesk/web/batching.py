@@ -28,7 +28,11 @@ class Batcher(Generic[In, Out]):
     """Hands what was submitted meanwhile (up to ``max_batch``) to ``apply`` in a thread, with
     at most ``concurrent`` batches in flight. ``apply`` returns one result per item, in order;
     an item's result that is an exception is raised to that item's caller alone, and an
-    exception from ``apply`` itself to every caller of the batch (who answer 5xx)."""
+    exception from ``apply`` itself to every caller of the batch (who answer 5xx).
+
+    With ``split_on_failure``, a batch whose ``apply`` raised is applied again one item at a
+    time (its transaction rolled back, so nothing is applied twice): one item that can't be
+    written then fails alone instead of taking every report that arrived with it along."""
 
     def __init__(
         self,
@@ -37,8 +41,10 @@ class Batcher(Generic[In, Out]):
         max_batch: int,
         concurrent: int,
         what: str,
+        split_on_failure: bool = False,
     ) -> None:
         self._apply_batch = apply
+        self._split = split_on_failure
         self._max_batch = max_batch
         self._concurrent = concurrent
         self._what = what
@@ -79,14 +85,21 @@ class Batcher(Generic[In, Out]):
     async def _apply(
         self, batch: list[tuple[In, asyncio.Future[Out]]], slots: asyncio.Semaphore
     ) -> None:
+        items = [item for item, _f in batch]
         try:
-            results = await asyncio.to_thread(self._apply_batch, [item for item, _f in batch])
-        except Exception as exc:  # every waiting request learns it failed (and answers 5xx)
-            log.exception("%d %s failed together", len(batch), self._what)
-            for _item, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
+            results = await asyncio.to_thread(self._apply_batch, items)
+        except Exception as exc:
+            if self._split and len(batch) > 1:
+                log.warning(
+                    "%d %s failed together; applying them one by one", len(batch), self._what
+                )
+                results = await asyncio.to_thread(self._one_by_one, items)
+            else:  # every waiting request learns it failed (and answers 5xx)
+                log.exception("%d %s failed together", len(batch), self._what)
+                for _item, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                return
         finally:
             slots.release()
         for (_item, future), result in zip(batch, results, strict=True):
@@ -96,6 +109,17 @@ class Batcher(Generic[In, Out]):
                 future.set_exception(result)
             else:
                 future.set_result(result)
+
+    def _one_by_one(self, items: list[In]) -> list[Out | Exception]:
+        results: list[Out | Exception] = []
+        for item in items:
+            try:
+                [result] = self._apply_batch([item])
+            except Exception as exc:  # this item's caller alone answers 5xx
+                log.exception("one of %s failed", self._what)
+                result = exc
+            results.append(result)
+        return results
 
     async def aclose(self) -> None:
         if self._running:
@@ -126,4 +150,5 @@ class StatusBatcher(Batcher[_Report, bool]):
             max_batch=MAX_BATCH,
             concurrent=1 if db.is_sqlite else CONCURRENT_BATCHES,
             what="delivery reports",
+            split_on_failure=True,
         )

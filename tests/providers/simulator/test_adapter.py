@@ -24,6 +24,7 @@ from textdesk.providers import registry
 from textdesk.providers.base import (
     AuthFailure,
     InvalidNumber,
+    MalformedWebhook,
     OptedOut,
     PermanentFailure,
     ProviderError,
@@ -329,10 +330,16 @@ def test_parse_status_and_inbound_tell_the_kinds_apart() -> None:
     assert sms_in.received_at is not None and sms_in.received_at.year == 2025
     assert provider.parse_status(inbound) is None
 
-    for junk in (b"", b"not json", b"[]", b'{"id": "SM1", "status": "exploded"}'):
+    for junk in (b"[]", b'{"id": "SM1", "status": "exploded"}'):
         request = _signed(junk)
         assert provider.parse_status(request) is None
         assert provider.parse_inbound(request) is None
+    for unreadable in (b"", b"not json", b"\xff", b"[" * 100_000):
+        request = _signed(unreadable)
+        with pytest.raises(MalformedWebhook):
+            provider.parse_status(request)
+        with pytest.raises(MalformedWebhook):
+            provider.parse_inbound(request)
 
 
 # --- configuration and registry -----------------------------------------------------------------

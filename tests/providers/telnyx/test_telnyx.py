@@ -32,6 +32,7 @@ from textdesk.providers.base import (
     ChannelContext,
     InboundSms,
     InvalidNumber,
+    MalformedWebhook,
     OptedOut,
     OutboundSms,
     PermanentFailure,
@@ -488,14 +489,33 @@ def test_parse_inbound() -> None:
     [
         fixture("message_sent.json"),
         fixture("message_finalized_delivered.json"),
-        b"not json",
         b"[]",
         b'{"data": {"event_type": "message.received", "payload": {}}}',
     ],
-    ids=["sent event", "finalized event", "not json", "not an object", "no payload"],
+    ids=["sent event", "finalized event", "not an object", "no payload"],
 )
 def test_other_callbacks_are_not_inbound(body: bytes) -> None:
     assert offline().parse_inbound(request_with(body)) is None
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "reason"),
+    [
+        (b"not json", "application/json", 400, "not JSON"),
+        (b'{"data": "\xff"}', "application/json", 400, "not UTF-8"),
+        (b"[" * 100_000 + b"]" * 100_000, "application/json", 400, "nested too deeply"),
+        (fixture("message_received.json"), "text/plain", 415, "must be application/json"),
+    ],
+    ids=["not json", "not utf-8", "too deep", "wrong media type"],
+)
+def test_unreadable_callbacks_are_malformed(
+    body: bytes, content_type: str, status: int, reason: str
+) -> None:
+    request = replace(request_with(body), headers={"content-type": content_type})
+    for parse in (offline().parse_inbound, offline().parse_status):
+        with pytest.raises(MalformedWebhook, match=reason) as caught:
+            parse(request)
+        assert caught.value.status == status
 
 
 @pytest.mark.parametrize(
@@ -558,10 +578,9 @@ def test_error_without_title_uses_our_description() -> None:
     "body",
     [
         fixture("message_received.json"),
-        b"not json",
         b'{"data": {"event_type": "message.finalized", "payload": {"to": []}}}',
     ],
-    ids=["inbound event", "not json", "no recipient"],
+    ids=["inbound event", "no recipient"],
 )
 def test_other_callbacks_are_not_status(body: bytes) -> None:
     assert offline().parse_status(request_with(body)) is None

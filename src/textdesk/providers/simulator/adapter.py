@@ -26,10 +26,8 @@ Error translation (codes come out as ``simulator:<code>``)::
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable, Mapping
-from datetime import datetime
 from typing import Any, ClassVar, Final
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -37,6 +35,7 @@ import httpx
 
 from textdesk.domain.states import MessageStatus
 from textdesk.httpclient import ProviderHttp, ProviderResponse
+from textdesk.providers import webhook_body
 from textdesk.providers.base import (
     AuthFailure,
     ChannelContext,
@@ -231,7 +230,7 @@ class SimulatorProvider:
             sender=data["from"],
             recipient=data["to"],
             body=body,
-            received_at=_timestamp(data.get("timestamp")),
+            received_at=webhook_body.timestamp(data.get("timestamp")),
             raw=data,
         )
 
@@ -259,20 +258,8 @@ def _report(data: Mapping[str, Any]) -> StatusReport:
 
 
 def _json_object(request: WebhookRequest) -> dict[str, Any] | None:
-    try:
-        data = json.loads(request.body)
-    except ValueError:
-        return None
+    data = webhook_body.json_document(request)
     return data if isinstance(data, dict) else None
-
-
-def _timestamp(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        return None
 
 
 def _error(response: ProviderResponse) -> ProviderError:

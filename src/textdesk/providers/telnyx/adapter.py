@@ -41,6 +41,7 @@ from cryptography.exceptions import InvalidSignature
 
 from textdesk.domain.states import MessageStatus
 from textdesk.httpclient import ProviderHttp, ProviderResponse
+from textdesk.providers import webhook_body
 from textdesk.providers.base import (
     AmbiguousFailure,
     AuthFailure,
@@ -144,7 +145,7 @@ class TelnyxProvider:
         if not timestamp:
             raise SignatureError(f"missing {TIMESTAMP_HEADER} header")
         timestamp = timestamp.strip()
-        if not timestamp.isdigit():
+        if not webhook_body.UNIX_TIME.fullmatch(timestamp):
             raise SignatureError(f"{TIMESTAMP_HEADER} is not a Unix time")
         skew = abs(self._clock() - int(timestamp))
         if skew > self._config.timestamp_tolerance:
@@ -178,7 +179,7 @@ class TelnyxProvider:
             sender=sender,
             recipient=str(first.get("phone_number") or self._context.sender),
             body=text if isinstance(text, str) else "",
-            received_at=_timestamp(payload.get("received_at")),
+            received_at=webhook_body.timestamp(payload.get("received_at")),
             raw=event,
         )
 
@@ -282,22 +283,8 @@ def _text(value: object) -> str | None:
 
 
 def _event(request: WebhookRequest) -> Mapping[str, Any] | None:
-    try:
-        document = json.loads(request.body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    data = _mapping(document).get("data")
+    data = _mapping(webhook_body.json_document(request)).get("data")
     return data if isinstance(data, dict) else None
-
-
-def _timestamp(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _json(response: ProviderResponse) -> Mapping[str, Any]:

@@ -20,12 +20,13 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
-from urllib.parse import parse_qsl, quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
 
 from textdesk.domain.states import MessageStatus
 from textdesk.httpclient import ProviderHttp, ProviderResponse
+from textdesk.providers import webhook_body
 from textdesk.providers.base import (
     AmbiguousFailure,
     AuthFailure,
@@ -149,9 +150,10 @@ class TwilioProvider:
         if not given:
             raise SignatureError("missing X-Twilio-Signature header")
         url = self._signed_url(request)
-        if not signature.is_valid(
-            self._config.auth_token, url, _form_pairs(request), request.body, given
-        ):
+        # A JSON callback signs a hash of its body instead of form parameters.
+        signed_body = "bodySHA256" in parse_qs(urlsplit(url).query)
+        params = [] if signed_body else _form_pairs(request)
+        if not signature.is_valid(self._config.auth_token, url, params, request.body, given):
             raise SignatureError(f"X-Twilio-Signature does not match for {url}")
 
     def parse_inbound(self, request: WebhookRequest) -> InboundSms | None:
@@ -247,18 +249,15 @@ def _report(
 
 
 def _form_pairs(request: WebhookRequest) -> list[tuple[str, str]]:
-    """Every form parameter, repeated names included (they are all signed)."""
+    """Every form parameter, repeated names included (they are all signed). Read from the body
+    alone, and strictly, so that the parameters checked are the parameters used: a body that
+    is not UTF-8 form data is refused (``MalformedWebhook``), never signed as "no parameters"."""
     if request.body:
-        try:
-            return parse_qsl(request.body.decode(), keep_blank_values=True)
-        except UnicodeDecodeError:
-            return []
+        return webhook_body.form_pairs(request)
     return list(request.form.items())
 
 
 def _form_dict(request: WebhookRequest) -> dict[str, str]:
-    if request.form:
-        return dict(request.form)
     return dict(_form_pairs(request))
 
 
