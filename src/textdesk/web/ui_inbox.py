@@ -26,6 +26,7 @@ from textdesk.services import (
     events,
 )
 from textdesk.services.auth import Principal
+from textdesk.services.automations import drafts
 from textdesk.services.conversations import Filters
 from textdesk.services.errors import ServiceError
 from textdesk.web.deps import Config, Db, Origin
@@ -111,7 +112,9 @@ def _thread_context(db: Db, viewer: Principal, conversation_id: int) -> dict[str
             if t.conversation.opted_out
             else None
         )
+        pending = drafts.pending_drafts(conn, viewer.org_id, conversation_id)
     return {
+        "drafts": pending,
         "thread": t,
         "team": [u for u in team if u.is_active],
         "send_key": uuid.uuid4().hex,

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from textdesk.web.api import (
     accounts,
+    automations,
     campaigns,
     canned,
     channels,
@@ -13,6 +14,7 @@ from textdesk.web.api import (
     contacts,
     conversations,
     custom_fields,
+    events,
     exports,
     imports,
     messages,
@@ -43,6 +45,8 @@ def router() -> APIRouter:
         search,
         segments,
         exports,
+        events,
+        automations,
     ):
         api.include_router(module.router)
     return api
