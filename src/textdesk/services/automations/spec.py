@@ -146,9 +146,24 @@ def _clock(value: str) -> str:
 
 
 Text = Annotated[str, AfterValidator(no_nul)]
-Duration = Annotated[str, Field(max_length=20), AfterValidator(_duration)]
-Clock = Annotated[str, Field(max_length=8), AfterValidator(_clock)]
-EventType = Annotated[str, Field(min_length=3, max_length=100), AfterValidator(event_type)]
+# The patterns are for the OpenAPI schema (clients and fuzzers); the validators give the errors.
+Duration = Annotated[
+    str,
+    Field(max_length=20, json_schema_extra={"pattern": r"^(\d{1,3}d)?(\d{1,4}h)?(\d{1,6}m)?$"}),
+    AfterValidator(_duration),
+]
+Clock = Annotated[
+    str,
+    Field(max_length=8, json_schema_extra={"pattern": r"^([01]\d|2[0-3]):[0-5]\d$"}),
+    AfterValidator(_clock),
+]
+EventType = Annotated[
+    str,
+    Field(
+        min_length=3, max_length=100, json_schema_extra={"pattern": "^" + EVENT_TYPE.pattern + "$"}
+    ),
+    AfterValidator(event_type),
+]
 Tag = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(no_nul)]
 TemplateText = Annotated[str, Field(min_length=1, max_length=MAX_TEMPLATE), AfterValidator(no_nul)]
 

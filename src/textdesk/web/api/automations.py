@@ -114,7 +114,7 @@ def list_automations(caller: ApiCaller, db: Db, include_archived: bool = False) 
     "/automations",
     response_model=AutomationOut,
     status_code=status.HTTP_201_CREATED,
-    responses=problems(401, 403, 422),
+    responses=problems(400, 401, 403, 422),
 )
 def create_automation(body: AutomationIn, caller: ApiCaller, db: Db, origin: Origin) -> Any:
     definition = Definition.model_validate(body.model_dump(exclude={"status"}))
@@ -134,7 +134,7 @@ def get_automation(automation_id: Id, caller: ApiCaller, db: Db) -> Any:
 @router.put(
     "/automations/{automation_id}",
     response_model=AutomationOut,
-    responses=problems(401, 403, 404, 409, 422),
+    responses=problems(400, 401, 403, 404, 409, 422),
 )
 def replace_automation(
     automation_id: Id,
@@ -153,7 +153,7 @@ def replace_automation(
 @router.patch(
     "/automations/{automation_id}",
     response_model=AutomationOut,
-    responses=problems(401, 403, 404, 409, 422),
+    responses=problems(400, 401, 403, 404, 409, 422),
 )
 def set_status(
     automation_id: Id,
@@ -266,7 +266,7 @@ def conversation_drafts(conversation_id: Id, caller: ApiCaller, db: Db) -> Any:
     status_code=status.HTTP_201_CREATED,
     responses={
         200: {"description": "already sent: its message"},
-        **problems(401, 403, 404, 409, 422),
+        **problems(400, 401, 403, 404, 409, 422),
     },
 )
 def send_draft(draft_id: Id, caller: ApiCaller, db: Db, config: Config, response: Response) -> Any:
@@ -281,7 +281,7 @@ def send_draft(draft_id: Id, caller: ApiCaller, db: Db, config: Config, response
 @router.post(
     "/drafts/{draft_id}/discard",
     response_model=DraftOut,
-    responses=problems(401, 403, 404, 409, 422),
+    responses=problems(400, 401, 403, 404, 409, 422),
 )
 def discard_draft(draft_id: Id, body: DiscardIn, caller: ApiCaller, db: Db) -> Any:
     return drafts.discard_draft(db, caller, draft_id, reason=body.reason)

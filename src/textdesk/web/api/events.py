@@ -148,7 +148,7 @@ def _out(recorded: events.Recorded) -> dict[str, Any]:
     status_code=status.HTTP_201_CREATED,
     responses={
         200: {"description": "every event was a retry: the stored events, nothing new ran"},
-        **problems(401, 403, 404, 409, 422),
+        **problems(400, 401, 403, 404, 409, 422),
     },
 )
 def post_events(

@@ -26,6 +26,7 @@ class Problem(BaseModel):
 
 _SCHEMA = Problem.model_json_schema()
 _WHY = {
+    400: "the body is not JSON",
     401: "no or an unknown API key",
     403: "the key's role does not allow this",
     404: "not found (or another organization's)",
