@@ -200,3 +200,42 @@ def test_a_sigkilled_worker_between_claim_and_commit_loses_and_doubles_nothing(
     kinds = [h[0] for h in history(db, acme.org.id, run_id)]
     assert kinds == ["started", "send", "tag", "done"]
     assert message.idempotency_key == f"run:{run_id}:step:0"
+
+
+def test_an_opt_out_does_not_wait_for_a_worker_holding_one_of_the_contacts_runs(
+    db: Database, settings: Settings, acme: Org
+) -> None:
+    if db.dialect != "postgresql":
+        pytest.skip("SQLite has one writer: a running worker holds the whole database")
+    from textdesk.services import consent
+
+    admin = acme.admin.principal
+    sender(db, admin)
+    automation(db, admin, [{"type": "wait", "duration": "1d"}], event_types=("order.shipped",))
+    busy, idle = (
+        r.run_ids[0]
+        for r in post(
+            db,
+            admin,
+            EventInput(type="order.shipped", phone="+12015550111", key="1"),
+            EventInput(type="order.shipped", phone="+12015550111", key="2"),
+            batch=True,
+            now=NOW,
+        )
+    )
+    contact_id = run(db, busy).contact_id
+    done = threading.Event()
+    # A worker in the middle of the busy run: it holds the run's row.
+    with db.engine.connect() as worker, worker.begin():
+        worker.execute(
+            sa.select(automation_runs.c.id).where(automation_runs.c.id == busy).with_for_update()
+        ).one()
+        opt_out = threading.Thread(
+            target=lambda: (consent.agent_opt_out(db, admin, contact_id), done.set())
+        )
+        opt_out.start()
+        finished = done.wait(timeout=30)
+    opt_out.join()
+    assert finished, "the opt-out waited for the worker's lock"
+    assert run(db, idle).state == "cancelled"
+    assert run(db, busy).state == "waiting"  # the gate refuses whatever it sends next

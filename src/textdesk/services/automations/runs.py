@@ -116,7 +116,13 @@ def add_history(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
 
 
 def _cancel(
-    conn: Connection, where: sa.ColumnElement[bool], *, reason: str, detail: str, now: datetime
+    conn: Connection,
+    where: sa.ColumnElement[bool],
+    *,
+    reason: str,
+    detail: str,
+    now: datetime,
+    skip_locked: bool = False,
 ) -> list[int]:
     """Cancel the waiting runs ``where`` selects; returns their ids."""
     query = (
@@ -125,9 +131,9 @@ def _cancel(
         .order_by(automation_runs.c.id)
     )
     if conn.dialect.name == "postgresql":
-        # Waits for a worker that is running one of them (it holds the row until it commits)
-        # and then sees the row as that worker left it.
-        query = query.with_for_update()
+        # By default this waits for a worker that is running one of them (it holds the row
+        # until it commits) and then sees the row as that worker left it.
+        query = query.with_for_update(skip_locked=skip_locked)
     rows = conn.execute(query).all()
     if not rows:
         return []
@@ -170,13 +176,20 @@ def cancel_subject(
 def cancel_for_contact(
     conn: Connection, org_id: int, contact_id: int, *, reason: str, detail: str, now: datetime
 ) -> list[int]:
-    """An opt-out: every waiting run of the contact, and its pending drafts."""
+    """An opt-out: every waiting run of the contact, and its pending drafts.
+
+    A run a worker is running at this very moment is skipped, not waited for: the opt-out's
+    transaction already holds the contact's row (and, for a STOP, the conversation's), which
+    that worker may need next, so waiting could deadlock. Nothing reaches the contact through
+    such a run all the same: the gate refuses its messages (at the claim at the latest), and
+    the history says so."""
     cancelled = _cancel(
         conn,
         sa.and_(automation_runs.c.org_id == org_id, automation_runs.c.contact_id == contact_id),
         reason=reason,
         detail=detail,
         now=now,
+        skip_locked=True,
     )
     conn.execute(
         sa.update(message_drafts)
@@ -216,8 +229,9 @@ def discard_drafts(conn: Connection, run_ids: Sequence[int], *, reason: str, now
 def _stop_waiting_messages(
     conn: Connection, run_ids: Sequence[int], detail: str, now: datetime
 ) -> None:
-    """Block the runs' messages that have not been handed to a provider yet. On PostgreSQL the
-    UPDATE waits for a worker claiming one of them and then skips it if it is ``sending``."""
+    """Block the runs' messages that have not been handed to a provider yet (``pending``,
+    ``queued``); one a worker is claiming right now is waited for, and left alone if the claim
+    made it ``sending``."""
     if not run_ids:
         return
     ids = sorted(
