@@ -239,3 +239,36 @@ def test_an_opt_out_does_not_wait_for_a_worker_holding_one_of_the_contacts_runs(
     assert finished, "the opt-out waited for the worker's lock"
     assert run(db, idle).state == "cancelled"
     assert run(db, busy).state == "waiting"  # the gate refuses whatever it sends next
+
+
+def test_the_worker_embedded_in_serve_runs_the_due_steps(
+    db: Database, settings: Settings, acme: Org, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from textdesk.delivery.worker import EmbeddedWorker
+
+    admin = acme.admin.principal
+    automation(db, admin, [{"type": "tag", "tags": ["seen"]}], event_types=("order.shipped",))
+    (recorded,) = post(db, admin, EventInput(type="order.shipped", phone="+12015550111"))
+    ran = threading.Event()
+    real = timers.run_due
+
+    def watched(*args: Any, **kwargs: Any) -> timers.Tick:
+        tick = real(*args, **kwargs)
+        if tick.claimed:
+            ran.set()
+        return tick
+
+    monkeypatch.setattr(timers, "run_due", watched)
+
+    async def serve() -> bool:
+        worker = EmbeddedWorker(settings, db)
+        worker.start()
+        try:
+            return await asyncio.to_thread(ran.wait, 60)
+        finally:
+            await worker.stop()
+
+    assert asyncio.run(serve()), "the embedded worker never ran the due run"
+    assert run(db, recorded.run_ids[0]).state == "done"
