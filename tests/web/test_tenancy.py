@@ -366,6 +366,8 @@ CASES: dict[tuple[str, str], Case] = {
         Case("GET", "/api/v1/conversations/{conversation_id}/drafts"),
         Case("POST", "/api/v1/drafts/{draft_id}/send"),
         Case("POST", "/api/v1/drafts/{draft_id}/discard", body=lambda o: {}),
+        Case("GET", "/api/v1/conversations/{conversation_id}/scheduled"),
+        Case("POST", "/api/v1/messages/{message_id}/cancel"),
     ]
 }
 

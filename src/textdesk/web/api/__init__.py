@@ -21,6 +21,7 @@ from textdesk.web.api import (
     organization,
     p2p,
     preview,
+    scheduled,
     search,
     segments,
 )
@@ -47,6 +48,7 @@ def router() -> APIRouter:
         exports,
         events,
         automations,
+        scheduled,
     ):
         api.include_router(module.router)
     return api
