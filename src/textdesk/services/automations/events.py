@@ -17,7 +17,6 @@ key and is retried, and then finds it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -488,12 +487,6 @@ def list_events(
     ]
     by_event = _runs_of(conn, [e.id for e in found])
     return [Recorded(e, duplicate=False, run_ids=by_event.get(e.id, [])) for e in found]
-
-
-def data_summary(data: dict[str, Any], limit: int = 120) -> str:
-    """The event's data on one line, for the contact page."""
-    text = json.dumps(data, ensure_ascii=False, sort_keys=True, default=str)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def contact_activity(conn: Connection, org_id: int, contact_id: int) -> dict[str, Any]:
