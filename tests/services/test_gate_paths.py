@@ -22,6 +22,10 @@ KNOWN_CALLERS = {
     # An agent confirming a flagged reply as an opt-out: the one confirmation text, with
     # optout's idempotency key (purpose compliance).
     ("services/conversations.py", "review"),
+    # An automation's send step (purpose informational, the run's idempotency key).
+    ("services/automations/timers.py", "_send"),
+    # A person sending an automation's draft with one action (key draft:<id>).
+    ("services/automations/drafts.py", "send_draft"),
 }
 #: Every function that creates outbound messages in groups (one transaction for many people's
 #: separate actions), and why it is there.

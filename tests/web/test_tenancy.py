@@ -28,6 +28,10 @@ from textdesk.services import (
     org_settings,
     segments,
 )
+from textdesk.services.automations import definitions, timers
+from textdesk.services.automations import drafts as automation_drafts
+from textdesk.services.automations import events as automation_events
+from textdesk.services.automations.events import EventInput
 from textdesk.services.contacts import ContactInput
 from textdesk.settings import Settings
 from textdesk.store.db import Database
@@ -51,6 +55,10 @@ class Objects:
     canned_id: int = 0
     import_id: int = 0
     segment_id: int = 0
+    automation_id: int = 0
+    event_id: int = 0
+    run_id: int = 0
+    draft_id: int = 0
 
 
 def _acme_objects(db: Database, acme: Org, settings: Settings) -> Objects:
@@ -99,7 +107,25 @@ def _acme_objects(db: Database, acme: Org, settings: Settings) -> Objects:
     objs.segment_id = segments.create_segment(
         db, admin, name="Secret segment", query="tag:secret-tag"
     ).id
+    objs.automation_id = definitions.create_automation(db, admin, SECRET_AUTOMATION).id
+    recorded = automation_events.record_events(
+        db,
+        admin,
+        [EventInput(type="order.delivered", contact_id=contact.id, data={"note": "Secret"})],
+    )[0]
+    objs.event_id, objs.run_id = recorded.event.id, recorded.run_ids[0]
+    timers.run_due(db, settings)  # its queue_for_person step leaves a draft
+    with db.read() as conn:
+        (draft,) = automation_drafts.pending_drafts(conn, acme.org.id, objs.conversation_id)
+    objs.draft_id = draft.id
     return objs
+
+
+SECRET_AUTOMATION = {
+    "name": "Secret automation",
+    "trigger": {"event_types": ["order.delivered"]},
+    "steps": [{"type": "queue_for_person", "template": "Secret offer"}],
+}
 
 
 @dataclass(frozen=True)
@@ -308,6 +334,40 @@ CASES: dict[tuple[str, str], Case] = {
             "/api/v1/templates/preview",
             body=lambda o: {"template": "Hi {first_name}", "contact_id": o.contact_id},
         ),
+        Case("GET", "/api/v1/events", collection=True),
+        Case(
+            "POST",
+            "/api/v1/events",
+            body=lambda o: {"type": "order.delivered", "contact_id": o.contact_id},
+        ),
+        Case("GET", "/api/v1/events/{event_id}"),
+        Case("GET", "/api/v1/automations", collection=True),
+        Case(
+            "POST",
+            "/api/v1/automations",
+            collection=True,
+            body=lambda o: {
+                **SECRET_AUTOMATION,
+                "name": "Globex automation",
+                "steps": [{"type": "tag", "tags": ["globex"]}],
+            },
+        ),
+        Case("GET", "/api/v1/automations/{automation_id}"),
+        Case(
+            "PUT",
+            "/api/v1/automations/{automation_id}",
+            body=lambda o: {**SECRET_AUTOMATION, "name": "Hijacked"},
+        ),
+        Case("PATCH", "/api/v1/automations/{automation_id}", body=lambda o: {"status": "paused"}),
+        Case("DELETE", "/api/v1/automations/{automation_id}"),
+        Case("GET", "/api/v1/automations/{automation_id}/runs"),
+        Case("GET", "/api/v1/runs", collection=True),
+        Case("GET", "/api/v1/runs/{run_id}"),
+        Case("GET", "/api/v1/conversations/{conversation_id}/drafts"),
+        Case("POST", "/api/v1/drafts/{draft_id}/send"),
+        Case("POST", "/api/v1/drafts/{draft_id}/discard", body=lambda o: {}),
+        Case("GET", "/api/v1/conversations/{conversation_id}/scheduled"),
+        Case("POST", "/api/v1/messages/{message_id}/cancel"),
     ]
 }
 
@@ -372,3 +432,6 @@ def test_outsider_cannot_reach_acme(
         assert org_settings.load(conn, acme.org.id).help_text is None
         assert "acme_only" in custom_fields.field_types(conn, acme.org.id)
         assert segments.get_segment(conn, acme.org.id, objs.segment_id).name == "Secret segment"
+        automation = definitions.get_automation(conn, acme.org.id, objs.automation_id)
+        assert (automation.name, automation.status) == ("Secret automation", "active")
+        assert automation_drafts.get_draft(conn, acme.org.id, objs.draft_id).status == "pending"

@@ -1,4 +1,5 @@
-"""Running the dispatcher: as its own process (``textdesk worker``) or inside the web server."""
+"""Running the dispatcher and the automations' timers: as their own process (``textdesk
+worker``) or inside the web server."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Callable
 
 from textdesk.delivery.dispatcher import Dispatcher
 from textdesk.runtime import freeze_startup_objects
+from textdesk.services.automations import timers
 from textdesk.settings import Settings
 from textdesk.store.db import Database
 
@@ -21,7 +23,8 @@ async def serve_worker(settings: Settings, db: Database) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await Dispatcher(settings, db).run(stop)
+    # The automations' due steps run beside the dispatcher, in every worker process.
+    await asyncio.gather(Dispatcher(settings, db).run(stop), timers.run_forever(db, settings, stop))
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
@@ -49,11 +52,16 @@ class EmbeddedWorker:
         self._dispatcher = Dispatcher(settings, db)
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._timers: asyncio.Task[None] | None = None
+        self._settings, self._db = settings, db
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._dispatcher.run(self._stop))
+        self._timers = asyncio.create_task(timers.run_forever(self._db, self._settings, self._stop))
 
     async def stop(self) -> None:
         self._stop.set()
         if self._task is not None:
             await self._task
+        if self._timers is not None:
+            await self._timers

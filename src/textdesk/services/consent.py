@@ -85,6 +85,19 @@ def record(
             .where(contacts.c.id == contact_id)
             .values(opted_out=kind is ConsentKind.OPT_OUT, updated_at=now)
         )
+        if kind is ConsentKind.OPT_OUT:
+            # Every pending automated step for the contact stops with the opt-out, in its
+            # transaction (the gate would refuse the messages anyway; this says so at once).
+            from textdesk.services.automations import runs
+
+            runs.cancel_for_contact(
+                conn,
+                org_id,
+                contact_id,
+                reason="opted_out",
+                detail=f"the contact opted out ({source})",
+                now=now,
+            )
 
 
 def number_opted_out(conn: Connection, org_id: int, phone: str) -> bool:

@@ -635,14 +635,19 @@ def reply(
     *,
     idempotency_key: str | None = None,
     merge: bool = False,
+    send_at: datetime | None = None,
 ) -> Queued:
     """Send a one-to-one reply in the conversation (through the gate, like every message).
 
     With ``merge`` the body is a template filled in for the contact (a field without a value
     and without a fallback is refused, naming it). An agent who answers an unassigned
-    conversation takes it."""
+    conversation takes it. ``send_at``: send later (``services/scheduled.py``)."""
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
         raise Invalid("idempotency key must be 1 to 200 characters", field="idempotency_key")
+    if send_at is not None:
+        from textdesk.services.scheduled import check_send_at
+
+        check_send_at(send_at, utcnow())
     with db.write() as conn:
         row = _lock(conn, principal.org_id, conversation_id)
         _may_work(principal, row)
@@ -658,6 +663,7 @@ def reply(
             purpose=compliance.Purpose.CONVERSATIONAL,
             created_by=principal.user_id,
             idempotency_key=idempotency_key,
+            send_at=send_at,
         )
         if queued.created:
             values: dict[str, Any] = {"unread_count": 0, "status": "open"}

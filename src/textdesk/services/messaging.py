@@ -421,6 +421,7 @@ class Outbound:
     lookup_key: bool = True
     campaign_id: int | None = None
     assign_to: int | None = None
+    send_at: datetime | None = None
 
 
 def queue_outbound(
@@ -441,6 +442,7 @@ def queue_outbound(
     lookup_key: bool = True,
     campaign_id: int | None = None,
     assign_to: int | None = None,
+    send_at: datetime | None = None,
 ) -> Queued:
     """Create an outbound message and run the gate on it, in the caller's transaction.
 
@@ -449,6 +451,9 @@ def queue_outbound(
     yet, so the look-up is skipped (the unique key still refuses a duplicate: IntegrityError).
     ``campaign_id``/``assign_to``: the conversation is marked as the campaign's and given to
     the agent unless it has an assignee.
+    ``send_at``: send later. The gate decides as of that moment (quiet hours then, not now),
+    the message waits in the outbox until then (``send_after``) and is valid for
+    ``message_validity_hours`` from then; the claim runs the gate again when it is due.
 
     The caller commits, then calls ``wakeup.notify()`` (``send_message`` does both)."""
     item = Outbound(
@@ -465,6 +470,7 @@ def queue_outbound(
         lookup_key=lookup_key,
         campaign_id=campaign_id,
         assign_to=assign_to,
+        send_at=send_at,
     )
     result = queue_outbound_many(conn, settings, [item], now=now)[0]
     if isinstance(result, ServiceError):
@@ -561,7 +567,7 @@ def _queue_wave(
                 },
             )
         }
-    valid_until = now + timedelta(hours=settings.message_validity_hours)
+    validity = timedelta(hours=settings.message_validity_hours)
     plans: list[_Plan] = []
     for i, purpose, context in checked:
         it = items[i]
@@ -585,7 +591,7 @@ def _queue_wave(
                 channel,
                 history.get(it.contact_id),
                 now,
-                valid_until,
+                (it.send_at if it.send_at and it.send_at > now else now) + validity,
             )
         )
     if not plans:
@@ -737,10 +743,13 @@ def _plan(
     """The gate's decision on one message and the row to insert (pure: no statements)."""
     recipient = context.recipient
     measured = analyze(it.body)
-    send_after = None
+    # Send later: the gate's "now" is the moment it is meant to go.
+    later = it.send_at if it.send_at is not None and it.send_at > now else None
+    send_after = later
     if settings.contact_spacing_seconds > 0 and seen is not None and seen.latest is not None:
         earliest = seen.latest + timedelta(seconds=settings.contact_spacing_seconds)
-        send_after = earliest if earliest > now else None
+        if earliest > (later or now):
+            send_after = earliest
     rules = org_settings.parse(context.org_settings)
     recent = None
     first = True
@@ -758,7 +767,7 @@ def _plan(
     decision = compliance.evaluate(
         recipient,
         purpose=purpose,
-        now=now,
+        now=later or now,
         valid_until=valid_until,
         recent=recent,
         daily_cap=rules.contact_daily_cap,
@@ -855,11 +864,18 @@ def send_message(
     channel_id: int | None = None,
     purpose: str = compliance.Purpose.CONVERSATIONAL,
     idempotency_key: str | None = None,
+    send_at: datetime | None = None,
 ) -> Queued:
     """A one-to-one message from a person or an API key, to a contact (by id) or to a phone
-    number (the contact is found by its number, or created in the same transaction)."""
+    number (the contact is found by its number, or created in the same transaction).
+    ``send_at``: send later (see ``queue_outbound``; ``services/scheduled.py`` lists and
+    cancels such messages)."""
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
         raise Invalid("idempotency key must be 1 to 200 characters", field="idempotency_key")
+    if send_at is not None:
+        from textdesk.services.scheduled import check_send_at
+
+        check_send_at(send_at, utcnow())
     if (contact_id is None) == (phone is None):
         raise Invalid("give exactly one of contact_id and phone", field="contact_id")
     with db.write() as conn:
@@ -876,6 +892,7 @@ def send_message(
             created_by=principal.user_id,
             channel_id=channel_id,
             idempotency_key=idempotency_key,
+            send_at=send_at,
         )
     if queued.message.status == S.QUEUED:
         wakeup.notify()

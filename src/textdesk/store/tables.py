@@ -604,6 +604,169 @@ audit_log = sa.Table(
 )
 
 
+# --- automations (services/automations) ---------------------------------------------------------
+
+# What happened to a customer in another system (an appointment booked, an order shipped), posted
+# through the API. ``idempotency_key`` (the event's own id, or derived from the request's
+# Idempotency-Key) is unique per organization: a retried event is stored once and runs once.
+customer_events = sa.Table(
+    "customer_events",
+    metadata,
+    _id(),
+    _org(),
+    sa.Column(
+        "contact_id", BigId, sa.ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False
+    ),
+    # namespace.name: appointment.booked, order.shipped, or the organization's own
+    sa.Column("type", sa.String(100), nullable=False),
+    # What the event is about in the sender's system (an appointment id): a rescheduled or
+    # cancelled event with the same namespace and key replaces or cancels the pending runs.
+    sa.Column("key", sa.String(200)),
+    sa.Column("occurs_at", UTCDateTime(), nullable=False),
+    sa.Column("data", Json, nullable=False, server_default="{}"),
+    sa.Column("idempotency_key", sa.String(220)),
+    sa.Column("actor", sa.String(64), nullable=False),
+    _created(),
+    sa.UniqueConstraint("org_id", "idempotency_key"),
+    sa.Index("ix_customer_events_contact_id_id", "contact_id", "id"),
+    sa.Index("ix_customer_events_org_id_id", "org_id", "id"),
+)
+
+# An automation; its definition lives in automation_versions, one row per edit, so a run
+# started on version 3 finishes on version 3 whatever happens to the automation meanwhile.
+automations = sa.Table(
+    "automations",
+    metadata,
+    _id(),
+    _org(),
+    sa.Column("name", sa.String(200), nullable=False),
+    # active (starts runs), paused (starts none), archived (deleted; kept for run history)
+    sa.Column("status", sa.String(16), nullable=False, server_default="active"),
+    sa.Column("version", sa.Integer(), nullable=False, server_default="1"),
+    sa.Column("created_by", BigId, sa.ForeignKey("users.id", ondelete="SET NULL")),
+    _created(),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.CheckConstraint("status IN ('active', 'paused', 'archived')", name="status"),
+)
+
+automation_versions = sa.Table(
+    "automation_versions",
+    metadata,
+    sa.Column(
+        "automation_id",
+        BigId,
+        sa.ForeignKey("automations.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("version", sa.Integer(), primary_key=True, autoincrement=False),
+    _org(),
+    # Validated JSON (services/automations/spec.py): {"type": "event", "event_types": [...]},
+    # {"segment": ..., "event": [...]}, [{"type": "wait", ...}, {"type": "send", ...}, ...]
+    sa.Column("trigger", Json, nullable=False),
+    sa.Column("conditions", Json, nullable=False, server_default="{}"),
+    sa.Column("steps", Json, nullable=False),
+    sa.Column("created_by", BigId, sa.ForeignKey("users.id", ondelete="SET NULL")),
+    _created(),
+)
+
+# One automation working on one event for one contact. A waiting run is a timer: its next step
+# (``cursor``) is due at ``due_at``; workers claim due runs and write each step's effect in the
+# transaction that advances the cursor.
+automation_runs = sa.Table(
+    "automation_runs",
+    metadata,
+    _id(),
+    _org(),
+    sa.Column("automation_id", BigId, nullable=False),
+    sa.Column("version", sa.Integer(), nullable=False),
+    sa.Column("event_id", BigId, sa.ForeignKey("customer_events.id", ondelete="CASCADE")),
+    sa.Column(
+        "contact_id", BigId, sa.ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False
+    ),
+    # "<event namespace>:<event key>" (appointment:A-17): what rescheduling and cancelling match
+    sa.Column("subject", sa.String(320)),
+    # waiting, done, cancelled, skipped (conditions not met), failed
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("cursor", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("due_at", UTCDateTime()),
+    # Failed attempts at the current step (an unexpected error); the run fails after a few.
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("reason", sa.String(64)),
+    _created(),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("finished_at", UTCDateTime()),
+    sa.ForeignKeyConstraint(
+        ["automation_id", "version"],
+        ["automation_versions.automation_id", "automation_versions.version"],
+        ondelete="CASCADE",
+    ),
+    sa.UniqueConstraint("automation_id", "event_id"),
+    sa.CheckConstraint(
+        "state IN ('waiting', 'done', 'cancelled', 'skipped', 'failed')", name="state"
+    ),
+    sa.Index("ix_automation_runs_state_due_at", "state", "due_at"),
+    sa.Index("ix_automation_runs_org_id_subject", "org_id", "subject"),
+    sa.Index("ix_automation_runs_contact_id_state", "contact_id", "state"),
+    sa.Index("ix_automation_runs_automation_id_id", "automation_id", "id"),
+)
+
+# A run's step-by-step history: why a customer got, or did not get, a message.
+automation_run_history = sa.Table(
+    "automation_run_history",
+    metadata,
+    _id(),
+    _org(),
+    sa.Column(
+        "run_id",
+        BigId,
+        sa.ForeignKey("automation_runs.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("step", sa.Integer()),
+    # started, skipped, wait, send, queue_for_person, tag, untag, stop, done, cancelled, error
+    sa.Column("kind", sa.String(32), nullable=False),
+    # ok, queued, held, refused, error, ...
+    sa.Column("outcome", sa.String(32), nullable=False),
+    sa.Column("detail", sa.Text(), nullable=False, server_default=""),
+    sa.Column("message_id", BigId, sa.ForeignKey("messages.id", ondelete="SET NULL")),
+    sa.Column("draft_id", BigId),
+    _created(),
+)
+
+# A message waiting for a person to send it with one action (an automation's queue_for_person
+# step): the P2P way, shown in the conversation.
+message_drafts = sa.Table(
+    "message_drafts",
+    metadata,
+    _id(),
+    _org(),
+    sa.Column(
+        "conversation_id",
+        BigId,
+        sa.ForeignKey("conversations.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column(
+        "contact_id", BigId, sa.ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("body", sa.Text(), nullable=False),
+    sa.Column("purpose", sa.String(16), nullable=False),
+    sa.Column("run_id", BigId, sa.ForeignKey("automation_runs.id", ondelete="SET NULL")),
+    sa.Column("step", sa.Integer()),
+    # pending, sent, discarded
+    sa.Column("status", sa.String(16), nullable=False, server_default="pending"),
+    sa.Column("reason", sa.Text()),
+    sa.Column("message_id", BigId, sa.ForeignKey("messages.id", ondelete="SET NULL")),
+    sa.Column("acted_by", BigId, sa.ForeignKey("users.id", ondelete="SET NULL")),
+    _created(),
+    sa.Column("acted_at", UTCDateTime()),
+    sa.UniqueConstraint("run_id", "step"),
+    sa.CheckConstraint("status IN ('pending', 'sent', 'discarded')", name="status"),
+    sa.Index("ix_message_drafts_conversation_id_status", "conversation_id", "status"),
+)
+
+
 # --- engine-specific objects ----------------------------------------------------------------------
 # Full-text search and JSON indexes exist on one engine only, so they are created by migrations
 # with raw SQL rather than declared above; the drift check skips them by name.

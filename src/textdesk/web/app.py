@@ -26,6 +26,7 @@ from textdesk.web import (
     api,
     problems,
     ui,
+    ui_automations,
     ui_campaigns,
     ui_contacts,
     ui_imports,
@@ -168,6 +169,7 @@ def create_app(
     app.include_router(ui_inbox.router)
     app.include_router(ui_send.router)
     app.include_router(ui_campaigns.router)
+    app.include_router(ui_automations.router)
     carrier = None
     if settings.simulator_enabled:
         from textdesk.providers.simulator.carrier import create_carrier_app

@@ -24,6 +24,7 @@ from textdesk.services import (
     messaging,
 )
 from textdesk.services.auth import Principal
+from textdesk.services.automations.events import contact_activity
 from textdesk.services.errors import Forbidden, RateLimited, ServiceError, Unauthenticated
 from textdesk.store.tables import utcnow
 from textdesk.web.deps import SESSION_COOKIE, Config, Db, Origin, session_principal
@@ -221,6 +222,7 @@ def _contact_page(
         contact = contacts.get_contact(conn, viewer.org_id, contact_id)
         thread = messaging.list_messages(conn, viewer.org_id, contact_id=contact_id, limit=50)
         history = consent.history(conn, viewer.org_id, contact_id)
+        activity = contact_activity(conn, viewer.org_id, contact_id)
     return _page(
         request,
         "contact.html",
@@ -229,6 +231,7 @@ def _contact_page(
         messages=thread[::-1],
         history=history,
         error=error,
+        **activity,
     )
 
 

@@ -10,8 +10,10 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
@@ -24,10 +26,12 @@ from textdesk.services import (
     conversation_survey,
     conversations,
     events,
+    scheduled,
 )
 from textdesk.services.auth import Principal
+from textdesk.services.automations import drafts
 from textdesk.services.conversations import Filters
-from textdesk.services.errors import ServiceError
+from textdesk.services.errors import Invalid, ServiceError
 from textdesk.web.deps import Config, Db, Origin
 from textdesk.web.ui import Actor, Viewer, page
 
@@ -111,7 +115,13 @@ def _thread_context(db: Db, viewer: Principal, conversation_id: int) -> dict[str
             if t.conversation.opted_out
             else None
         )
+        pending = drafts.pending_drafts(conn, viewer.org_id, conversation_id)
+        later = scheduled.scheduled(conn, viewer.org_id, conversation_id)
+        zone = accounts.get_organization(conn, viewer.org_id).time_zone
     return {
+        "drafts": pending,
+        "scheduled": later,
+        "org_zone": zone,
         "thread": t,
         "team": [u for u in team if u.is_active],
         "send_key": uuid.uuid4().hex,
@@ -184,17 +194,46 @@ def reply(
     actor: Actor,
     body: Annotated[str, Form()] = "",
     send_key: Annotated[str, Form()] = "",
+    send_at: Annotated[str, Form(max_length=40)] = "",
 ) -> Response:
     # The form's key makes a double submit (held Enter, a retry) send once.
     key = f"inbox:{actor.user_id}:{send_key}" if send_key else None
+
+    def send() -> None:
+        later = _local_time(db, actor, send_at) if send_at.strip() else None
+        conversations.reply(
+            db, config, actor, conversation_id, body, idempotency_key=key, merge=True, send_at=later
+        )
+
+    return _act(request, db, actor, conversation_id, send)
+
+
+def _local_time(db: Db, viewer: Principal, text: str) -> datetime:
+    """The composer's "send later" field (``YYYY-MM-DDTHH:MM``, the browser's datetime-local)
+    read in the organization's time zone."""
+    try:
+        naive = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise Invalid(f"{text[:40]!r} is not a date and time", field="send_at") from None
+    if naive.tzinfo is not None:
+        return naive
+    with db.read() as conn:
+        zone = accounts.get_organization(conn, viewer.org_id).time_zone
+    return naive.replace(tzinfo=ZoneInfo(zone))
+
+
+@router.post(
+    "/inbox/c/{conversation_id}/scheduled/{message_id}/cancel", response_class=HTMLResponse
+)
+def cancel_scheduled(
+    request: Request, conversation_id: int, message_id: int, db: Db, actor: Actor
+) -> Response:
     return _act(
         request,
         db,
         actor,
         conversation_id,
-        lambda: conversations.reply(
-            db, config, actor, conversation_id, body, idempotency_key=key, merge=True
-        ),
+        lambda: scheduled.cancel(db, actor, message_id, conversation_id=conversation_id),
     )
 
 

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from textdesk.web.api import (
     accounts,
+    automations,
     campaigns,
     canned,
     channels,
@@ -13,12 +14,14 @@ from textdesk.web.api import (
     contacts,
     conversations,
     custom_fields,
+    events,
     exports,
     imports,
     messages,
     organization,
     p2p,
     preview,
+    scheduled,
     search,
     segments,
 )
@@ -43,6 +46,9 @@ def router() -> APIRouter:
         search,
         segments,
         exports,
+        events,
+        automations,
+        scheduled,
     ):
         api.include_router(module.router)
     return api

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Response, status
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field
 
 from textdesk.services import messaging
 from textdesk.services.compliance import Purpose
@@ -68,6 +68,11 @@ class MessageIn(BaseModel):
     purpose: Literal[Purpose.MARKETING, Purpose.INFORMATIONAL, Purpose.CONVERSATIONAL] = (
         Purpose.CONVERSATIONAL
     )
+    send_at: AwareDatetime | None = Field(
+        default=None,
+        description="send later: at this time (with its offset; at most 90 days ahead). The "
+        "gate decides as of then; until a worker sends it, POST /messages/{id}/cancel cancels it",
+    )
 
 
 @router.post("/messages", response_model=MessageOut, status_code=status.HTTP_201_CREATED)
@@ -92,6 +97,7 @@ def send_message(
         channel_id=body.channel_id,
         purpose=body.purpose,
         idempotency_key=f"api:{idempotency_key}" if idempotency_key else None,
+        send_at=body.send_at,
     )
     if not queued.created:
         response.status_code = status.HTTP_200_OK
