@@ -494,6 +494,9 @@ def _mark_sent(conn: Connection, sent: Sequence[Sent], now: datetime) -> None:
                 sent_at=now,
                 delivered_at=sa.bindparam("delivered_at", type_=UTCDateTime()),
                 lease_until=None,
+                # The provider took it: an earlier attempt's error no longer describes it.
+                error_code=None,
+                error_detail=None,
                 updated_at=now,
             ),
             rows,
@@ -524,6 +527,8 @@ _MARK_SENT_PG = sa.text(
         sent_at = :now,
         delivered_at = v.delivered_at,
         lease_until = NULL,
+        error_code = NULL,
+        error_detail = NULL,
         updated_at = :now
     FROM unnest(
         CAST(:mids AS bigint[]),

@@ -117,6 +117,9 @@ class StatusReport:
     error_code: str | None = None
     error_message: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict)
+    #: The provider refused or dropped the message because the recipient opted out with it
+    #: (Twilio 21610, Telnyx 40300 in a callback): the core records the opt-out, as for a STOP.
+    opted_out: bool = False
 
 
 @dataclass(frozen=True)
