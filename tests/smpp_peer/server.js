@@ -23,6 +23,9 @@
 //   receipt is written BEFORE the submit_sm_resp; for `no_receipt_suffix` (0000) none is sent.
 // - enquire_link is answered (unless `answer_enquire_link` is false); unbind is answered and the
 //   connection closed.
+// - config `down: true` is an outage: every new connection is closed at once (POST /drop ends
+//   the existing ones). config `password` replaces the password binds must give, so a test can
+//   refuse our credentials and then "fix them at the SMSC".
 //
 // Control channel, HTTP on 127.0.0.1:
 //   GET  /events          every event so far (JSON array); submit_sm events carry the parsed
@@ -32,7 +35,9 @@
 //   POST /config          merge a JSON object into the config
 //   POST /deliver         send a deliver_sm to every bound session. Body: {source_addr,
 //                         destination_addr, source_addr_ton?, dest_addr_ton?, esm_class?,
-//                         data_coding?, short_message_hex, tlvs?: {sar_msg_ref_num: 1, ...}}
+//                         data_coding?, short_message_hex, tlvs?: {sar_msg_ref_num: 1, ...},
+//                         sequence_number?, repeat?}: `repeat` sends the very same PDU (same
+//                         sequence number) that many times, as an SMSC re-delivering it does
 //   POST /enquire_link    send enquire_link to every bound session
 //   POST /drop            destroy every connection (to test reconnects)
 'use strict';
@@ -232,6 +237,17 @@ function onSubmitSm(session, pdu) {
 }
 
 const server = smpp.createServer((session) => {
+  if (config.down) {
+    record({ event: 'refused_connection' });
+    session.destroy();
+    return;
+  }
+  session.repeated = new Set(); // sequence numbers sent by /deliver with a fixed sequence
+  session.on('deliver_sm_resp', (pdu) => {
+    if (session.repeated.has(pdu.sequence_number)) {
+      record({ event: 'deliver_sm_resp', kind: 'repeat', status: pdu.command_status, sequence: pdu.sequence_number });
+    }
+  });
   session.on('error', (error) => record({ event: 'session_error', message: String(error && error.message) }));
   session.on('close', () => {
     bound.delete(session);
@@ -240,7 +256,7 @@ const server = smpp.createServer((session) => {
   session.on('bind_transceiver', (pdu) => {
     let status = ESME_ROK;
     if (pdu.system_id !== SYSTEM_ID) status = ESME_RINVSYSID;
-    else if (pdu.password !== PASSWORD) status = ESME_RINVPASWD;
+    else if (pdu.password !== (config.password === undefined ? PASSWORD : config.password)) status = ESME_RINVPASWD;
     record({ event: 'bind', system_id: pdu.system_id, system_type: pdu.system_type, status });
     if (status !== ESME_ROK) {
       session.send(pdu.response({ command_status: status }), () => session.close());
@@ -303,8 +319,20 @@ const routes = {
       short_message: Buffer.from(body.short_message_hex || '', 'hex'),
     };
     Object.assign(options, body.tlvs || {});
-    for (const session of bound) sendDeliverSm(session, options, 'inbound');
-    record({ event: 'deliver_sm', sessions: bound.size, short_message_hex: body.short_message_hex });
+    const repeat = body.repeat || 1;
+    for (const session of bound) {
+      if (body.sequence_number === undefined && repeat === 1) {
+        sendDeliverSm(session, options, 'inbound');
+        continue;
+      }
+      const sequence = body.sequence_number === undefined ? ++session.sequence : body.sequence_number;
+      session.repeated.add(sequence);
+      for (let i = 0; i < repeat; i++) {
+        const pdu = new smpp.PDU('deliver_sm', Object.assign({ sequence_number: sequence }, options));
+        session.send(pdu);
+      }
+    }
+    record({ event: 'deliver_sm', sessions: bound.size, repeat, short_message_hex: body.short_message_hex });
     return { sent: bound.size };
   },
   'POST /enquire_link': () => {

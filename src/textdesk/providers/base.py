@@ -4,10 +4,12 @@
 
     ProviderError(code, message, retryable, retry_after)   a send or lookup failed
     ├── Throttled          retryable; the provider said slow down (HTTP 429, SMPP ESME_RTHROTTLED)
-    ├── TemporaryFailure   retryable; 5xx, connection refused, SMPP not bound
-    │   └── AmbiguousFailure  the request may have reached the provider (read timeout, connection
-    │                         dropped after sending): re-sent only where the provider
-    │                         de-duplicates by our idempotency key, otherwise ``unknown``
+    ├── TemporaryFailure   retryable; 5xx, connection refused, SMPP window full
+    │   ├── AmbiguousFailure  the request may have reached the provider (read timeout, connection
+    │   │                     dropped after sending): re-sent only where the provider
+    │   │                     de-duplicates by our idempotency key, otherwise ``unknown``
+    │   └── Unavailable    the channel cannot send anything now and the message never left
+    │                      (SMPP not bound): the channel pauses, the message waits, no attempt
     ├── PermanentFailure   not retryable; bad request, rejected content, carrier block
     │   ├── InvalidNumber  the destination is not a reachable mobile number
     │   └── OptedOut       the recipient opted out at the provider (Twilio 21610, Telnyx 40300)
@@ -16,7 +18,8 @@
     SignatureError         a webhook's signature did not verify (answer 403, change nothing)
 
 The core decides what to do with each (retry with backoff, fail, record an opt-out, pause the
-channel); adapters only translate.
+channel: ``AuthFailure`` and ``Unavailable`` pause it at once, and the message waits for it
+without using an attempt); adapters only translate.
 
 An adapter is built per channel from the channel's ``config`` (credentials, never logged) and
 the shared provider client (``textdesk.httpclient.ProviderHttp``). Sending is async because
@@ -53,6 +56,10 @@ class TemporaryFailure(ProviderError):
 
 
 class AmbiguousFailure(TemporaryFailure):
+    pass
+
+
+class Unavailable(TemporaryFailure):
     pass
 
 

@@ -50,6 +50,7 @@ from textdesk.providers.base import (
     SignatureError,
     StatusReport,
     TemporaryFailure,
+    Unavailable,
     WebhookRequest,
 )
 from textdesk.providers.smpp import codes, pdu, text
@@ -180,7 +181,7 @@ class SmppProvider:
                 raise AuthFailure(error.code, error.message)
             if loop.time() >= deadline:
                 reason = f" ({error.message})" if error is not None else ""
-                raise TemporaryFailure(
+                raise Unavailable(
                     "smpp:not_bound", _FAILURE_MESSAGES[SubmitFailure.NOT_BOUND] + reason
                 )
             await asyncio.sleep(0.02)
@@ -212,7 +213,12 @@ class SmppProvider:
         if outcome.failure is not None:
             # The SMSC may have taken a submit it did not answer: the core must not re-send it
             # blindly (SMPP does not de-duplicate), hence AmbiguousFailure.
-            cls = AmbiguousFailure if outcome.failure.may_have_been_sent else TemporaryFailure
+            cls: type[TemporaryFailure] = TemporaryFailure
+            if outcome.failure.may_have_been_sent:
+                cls = AmbiguousFailure
+            elif outcome.failure is SubmitFailure.NOT_BOUND and number == 1:
+                # Nothing of the message left: the channel is down, not the message at fault.
+                cls = Unavailable
             return cls(f"smpp:{outcome.failure.value}", _FAILURE_MESSAGES[outcome.failure] + suffix)
         return codes.error_for_status(outcome.status, suffix=suffix)
 
