@@ -140,6 +140,8 @@ class Dispatcher:
         self._ahead = min(settings.delivery_batch_size, int(concurrency * CLAIM_AHEAD_SHARE))
         self._outcomes: list[Outcome] = []
         self._circuits = Circuits(settings.circuit_breaker_failures)
+        wait = settings.sent_reconcile_after_seconds
+        self._receipt_wait = timedelta(seconds=wait) if wait > 0 else None
         self._wake = asyncio.Event()
         self.sent = 0
         self._reconciling: asyncio.Task[None] | None = None
@@ -343,7 +345,12 @@ class Dispatcher:
             return
         try:
             await asyncio.to_thread(
-                outbox.record, self.db, batch, actor=self.actor, now=self.clock()
+                outbox.record,
+                self.db,
+                batch,
+                actor=self.actor,
+                now=self.clock(),
+                receipt_wait=self._receipt_wait,
             )
         except BaseException:
             self._outcomes = batch + self._outcomes  # nothing is lost: retried next flush
@@ -490,6 +497,23 @@ class Dispatcher:
                     result.not_found,
                     result.failed,
                 )
+            if self._receipt_wait is not None:
+                stuck = await reconcile.reconcile_stuck_sent(
+                    self.db,
+                    adapter,
+                    after=self._receipt_wait,
+                    timeout=self.settings.provider_timeout_seconds + 5,
+                    actor=self.actor,
+                    now=self.clock(),
+                )
+                if stuck.asked or stuck.marked_unknown:
+                    log.info(
+                        "sent messages without a delivery report: %d asked, %d resolved, "
+                        "%d marked unknown",
+                        stuck.asked,
+                        stuck.resolved,
+                        stuck.marked_unknown,
+                    )
         except Exception:
             log.exception("reconciling unknown messages failed")
 

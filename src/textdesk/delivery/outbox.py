@@ -528,8 +528,14 @@ Outcome = Sent | Retry | Failed | Unknown | Deferred
 CHANNEL_PAUSED = "channel_paused"
 
 
-def _mark_sent(conn: Connection, sent: Sequence[Sent], now: datetime) -> None:
+def _mark_sent(
+    conn: Connection, sent: Sequence[Sent], now: datetime, receipt_due: datetime | None
+) -> None:
     """Store the providers' ids and statuses of a batch of accepted messages.
+
+    A message left ``sent`` keeps ``lease_until`` = ``receipt_due``: when, if no delivery report
+    came, ``reconcile.reconcile_stuck_sent`` checks on it (the provider has it "on lease"; the
+    outbox's status index on ``lease_until`` finds the due ones without a scan).
 
     PostgreSQL: one ``UPDATE ... FROM unnest(arrays)`` for the batch (one statement to parse and
     plan); SQLite: ``executemany`` (in-process, a statement per row costs no round trip)."""
@@ -540,6 +546,7 @@ def _mark_sent(conn: Connection, sent: Sequence[Sent], now: datetime) -> None:
             "pid": o.provider_message_id,
             "segs": o.segments,
             "delivered_at": now if o.status == S.DELIVERED else None,
+            "due": receipt_due if o.status == S.SENT else None,
         }
         for o in sent
     ]
@@ -555,7 +562,7 @@ def _mark_sent(conn: Connection, sent: Sequence[Sent], now: datetime) -> None:
                 segments=sa.func.coalesce(sa.bindparam("segs"), messages.c.segments),
                 sent_at=now,
                 delivered_at=sa.bindparam("delivered_at", type_=UTCDateTime()),
-                lease_until=None,
+                lease_until=sa.bindparam("due", type_=UTCDateTime()),
                 # The provider took it: an earlier attempt's error no longer describes it.
                 error_code=None,
                 error_detail=None,
@@ -572,13 +579,14 @@ def _mark_sent(conn: Connection, sent: Sequence[Sent], now: datetime) -> None:
             "pids": [r["pid"] for r in rows],
             "segs": [r["segs"] for r in rows],
             "delivered": [r["delivered_at"] for r in rows],
+            "dues": [r["due"] for r in rows],
             "now": now,
         },
     )
 
 
-#: The batch travels as five arrays, so the statement text never changes: SQLAlchemy compiles it
-#: once, and PostgreSQL parses five parameters instead of a literal VALUES list (rendering that
+#: The batch travels as six arrays, so the statement text never changes: SQLAlchemy compiles it
+#: once, and PostgreSQL parses six parameters instead of a literal VALUES list (rendering that
 #: list was about a tenth of a worker's CPU time at 500 messages/s).
 _MARK_SENT_PG = sa.text(
     """
@@ -588,7 +596,7 @@ _MARK_SENT_PG = sa.text(
         segments = coalesce(v.segs, m.segments),
         sent_at = :now,
         delivered_at = v.delivered_at,
-        lease_until = NULL,
+        lease_until = v.due,
         error_code = NULL,
         error_detail = NULL,
         updated_at = :now
@@ -597,8 +605,9 @@ _MARK_SENT_PG = sa.text(
         CAST(:statuses AS text[]),
         CAST(:pids AS text[]),
         CAST(:segs AS integer[]),
-        CAST(:delivered AS timestamptz[])
-    ) AS v(mid, new_status, pid, segs, delivered_at)
+        CAST(:delivered AS timestamptz[]),
+        CAST(:dues AS timestamptz[])
+    ) AS v(mid, new_status, pid, segs, delivered_at, due)
     WHERE m.id = v.mid AND m.status IN ('sending', 'unknown')
     """
 ).bindparams(sa.bindparam("now", type_=UTCDateTime()))
@@ -610,8 +619,11 @@ def record(
     *,
     actor: str,
     now: datetime | None = None,
+    receipt_wait: timedelta | None = None,
 ) -> None:
-    """Store a batch of send outcomes in one transaction (one fsync for many messages)."""
+    """Store a batch of send outcomes in one transaction (one fsync for many messages).
+    ``receipt_wait``: how long a ``sent`` message waits for its delivery report before it is
+    reconciled (``TEXTDESK_SENT_RECONCILE_AFTER_SECONDS``; None: never)."""
     if not outcomes:
         return
     now = now or utcnow()
@@ -619,7 +631,7 @@ def record(
     with db.write() as conn:
         sent = [o for o in outcomes if isinstance(o, Sent)]
         if sent:
-            _mark_sent(conn, sent, now)
+            _mark_sent(conn, sent, now, None if receipt_wait is None else now + receipt_wait)
             events += [
                 event_row(
                     org_id=o.message.org_id,
