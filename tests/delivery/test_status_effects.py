@@ -23,6 +23,7 @@ from textdesk.settings import Settings
 from textdesk.store.db import Database
 from textdesk.store.tables import consent_events, contacts, messages, utcnow
 
+SMPP = {"host": "127.0.0.1", "port": 1, "system_id": "x", "password": "y"}
 TWILIO = {"account_sid": "AC" + "a1b2c3d4e5f60718293a4b5c6d7e8f90", "auth_token": "t"}
 FIXTURES = Path(__file__).resolve().parents[2] / "src/textdesk/providers/twilio/fixtures"
 
@@ -173,3 +174,22 @@ def test_a_delivered_callback_records_no_opt_out(
         assert not conn.execute(
             sa.select(contacts.c.opted_out).where(contacts.c.id == cid)
         ).scalar()
+
+
+def test_a_message_left_in_doubt_keeps_the_id_its_news_will_come_under(
+    db: Database, settings: Settings, acme: Org
+) -> None:
+    """An SMPP submit unanswered in time: the message is unknown with the adapter's provisional
+    id, and a report under that id, even one that came before the outcome was stored (parked),
+    settles it."""
+    admin = acme.admin.principal
+    ch = channel(db, admin, provider="smpp", config=SMPP)
+    [mid] = queue(db, settings, admin, people(db, admin, 1))
+    [claimed] = outbox.claim(db, settings, worker_id="w", limit=1).claimed
+    assert not messaging.apply_status(db, ch, StatusReport("smpp-doubt-1", S.SENT), actor="p")
+    outbox.record(db, [Unknown(claimed, "smpp:timeout", "no answer", "smpp-doubt-1")], actor="w")
+    row = _row(db, mid)
+    assert row.provider_message_id == "smpp-doubt-1" and row.status == "sent"
+    messaging.apply_status(db, ch, StatusReport("smpp-doubt-1", S.DELIVERED), actor="p")
+    assert statuses(db, [mid]) == {mid: "delivered"}
+    assert [t[1] for t in trail(db, mid)][-3:] == ["unknown", "sent", "delivered"]

@@ -15,7 +15,9 @@
 // - submit_sm is answered with a message_id (config `resp_id_format`: "hex" or "decimal") unless
 //   the destination ends with one of the configured suffixes:
 //     throttle_suffix (0429) -> ESME_RTHROTTLED, invalid_suffix (0404) -> ESME_RINVDSTADR,
-//     syserr_suffix (0008) -> ESME_RSYSERR, silent_suffix (0999) -> no answer at all.
+//     syserr_suffix (0008) -> ESME_RSYSERR, silent_suffix (0999) -> no answer at all,
+//     slow_suffix (0998) -> the answer (and the receipt after it) only after `slow_resp_ms`, for
+//     the parts listed in `slow_parts` (all when null).
 // - each accepted submit_sm gets a delivery receipt (deliver_sm, esm_class 0x04) after
 //   `receipt_delay_ms`, with the id written per `receipt_id_format` in the text and, when
 //   `receipt_tlvs`, in the receipted_message_id / message_state TLVs. The stat is DELIVRD unless
@@ -78,6 +80,9 @@ function defaultConfig() {
     silent_suffix: '0999',
     early_receipt_suffix: '0666',
     no_receipt_suffix: '0000',
+    slow_suffix: '0998',
+    slow_resp_ms: 1500,
+    slow_parts: null,
     stat_by_suffix: { '0500': 'UNDELIV', '0501': 'EXPIRED', '0502': 'REJECTD', '0503': 'ACCEPTD' },
     answer_enquire_link: true,
   };
@@ -211,8 +216,12 @@ function onSubmitSm(session, pdu) {
   const messageId = status === ESME_ROK && !silent ? formatId(idNumber, config.resp_id_format) : null;
   record(Object.assign({ event: 'submit_sm', sequence: pdu.sequence_number, status, message_id: messageId }, submit));
   if (silent) return;
+  const slow = endsWith(dest, config.slow_suffix) && isSlowPart(submit);
+  if (slow) record({ event: 'slow_answer', sequence: pdu.sequence_number, message_id: messageId });
   if (status !== ESME_ROK) {
-    session.send(pdu.response({ command_status: status }));
+    const refuse = () => session.send(pdu.response({ command_status: status }));
+    if (slow) setTimeout(refuse, config.slow_resp_ms);
+    else refuse();
     return;
   }
   const response = pdu.response({ message_id: messageId });
@@ -228,12 +237,28 @@ function onSubmitSm(session, pdu) {
     session.send(response);
     return;
   }
-  session.send(response);
-  setTimeout(() => {
+  const answer = () => {
     if (!bound.has(session)) return;
-    record({ event: 'receipt', id: receipt.id, stat: receipt.stat, early: false });
-    sendDeliverSm(session, receipt.options, 'receipt');
-  }, config.receipt_delay_ms);
+    session.send(response);
+    setTimeout(() => {
+      if (!bound.has(session)) return;
+      record({ event: 'receipt', id: receipt.id, stat: receipt.stat, early: false });
+      sendDeliverSm(session, receipt.options, 'receipt');
+    }, config.receipt_delay_ms);
+  };
+  if (slow) setTimeout(answer, config.slow_resp_ms);
+  else answer();
+}
+
+// The part number of a concatenated submit (UDH 05 00 03 ref total seq), 1 for a single one.
+function partNumber(submit) {
+  const data = Buffer.from(submit.short_message_hex, 'hex');
+  if (submit.esm_class & 0x40 && data.length >= 6 && data[1] === 0x00) return data[5];
+  return 1;
+}
+
+function isSlowPart(submit) {
+  return !config.slow_parts || config.slow_parts.includes(partNumber(submit));
 }
 
 const server = smpp.createServer((session) => {

@@ -236,7 +236,8 @@ class Dispatcher:
             await self._answered(claimed)
         except (TimeoutError, AmbiguousFailure) as exc:
             code = exc.code if isinstance(exc, ProviderError) else "timeout"
-            outcome = self._ambiguous(claimed, code, str(exc) or "no answer in time")
+            later = exc.provider_message_id if isinstance(exc, AmbiguousFailure) else None
+            outcome = self._ambiguous(claimed, code, str(exc) or "no answer in time", later)
             await self._unhealthy(claimed, code)
         except (Unavailable, AuthFailure) as exc:
             # Not the message's fault, and no retry of it would help: the channel pauses and
@@ -266,11 +267,13 @@ class Dispatcher:
             outcome = Unknown(claimed, "adapter_error", f"{type(exc).__name__}: {exc}")
         return outcome
 
-    def _ambiguous(self, claimed: Claimed, code: str, detail: str) -> Outcome:
+    def _ambiguous(
+        self, claimed: Claimed, code: str, detail: str, provider_message_id: str | None = None
+    ) -> Outcome:
         channel = self._channels.get(claimed.channel_id)
         if channel is not None and type(channel.provider).dedupes_by_idempotency_key:
             return self._retry_or_fail(claimed, code, detail, None, ambiguous=True)
-        return Unknown(claimed, code, detail)
+        return Unknown(claimed, code, detail, provider_message_id)
 
     def _classify(self, claimed: Claimed, exc: ProviderError) -> Outcome:
         if exc.retryable:

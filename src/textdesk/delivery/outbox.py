@@ -510,6 +510,9 @@ class Unknown:
     message: Claimed
     code: str
     detail: str
+    #: The id the provider will report its news under, if it gave one (an SMPP submit left in
+    #: doubt): stored, so that a late answer or a receipt settles the message.
+    provider_message_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -660,6 +663,8 @@ def record(
                 extra = {"send_after": o.send_after, "attempts": messages.c.attempts - 1}
             elif isinstance(o, Unknown):
                 status, reason, extra = S.UNKNOWN, "ambiguous", {}
+                if o.provider_message_id is not None:
+                    extra = {"provider_message_id": o.provider_message_id}
             else:
                 status, reason, extra = S.FAILED, "provider_error", {}
             conn.execute(
@@ -707,23 +712,22 @@ def record(
                     )
                     .values(last_outbound_at=now)
                 )
+        # Provider ids stored now (sent, or left in doubt with an id for later news).
+        stored = [(o.message, o.provider_message_id) for o in sent] + [
+            (o.message, o.provider_message_id)
+            for o in outcomes
+            if isinstance(o, Unknown) and o.provider_message_id is not None
+        ]
         by_channel: dict[int, list[str]] = defaultdict(list)
-        for o in sent:
-            by_channel[o.message.channel_id].append(o.provider_message_id)
+        for message, pid in stored:
+            by_channel[message.channel_id].append(pid)
         for channel_id, ids in sorted(by_channel.items()):
             lock_provider_ids(conn, channel_id, ids)
         # Reports that beat the submit response: one look for the whole batch (usually none).
-        parked = orphaned_ids(conn, [(o.message.channel_id, o.provider_message_id) for o in sent])
-        for o in sent:
-            if (o.message.channel_id, o.provider_message_id) in parked:
-                apply_orphans(
-                    conn,
-                    o.message.id,
-                    o.message.org_id,
-                    o.message.channel_id,
-                    o.provider_message_id,
-                    now,
-                )
+        parked = orphaned_ids(conn, [(m.channel_id, pid) for m, pid in stored])
+        for message, pid in stored:
+            if (message.channel_id, pid) in parked:
+                apply_orphans(conn, message.id, message.org_id, message.channel_id, pid, now)
 
 
 def backoff(

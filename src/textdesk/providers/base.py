@@ -56,7 +56,18 @@ class TemporaryFailure(ProviderError):
 
 
 class AmbiguousFailure(TemporaryFailure):
-    pass
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        provider_message_id: str | None = None,
+    ) -> None:
+        super().__init__(code, message, retry_after=retry_after)
+        #: An id the adapter will report this message's later news under (SMPP: receipts and a
+        #: late answer of a submit left in doubt); the core stores it on the message.
+        self.provider_message_id = provider_message_id
 
 
 class Unavailable(TemporaryFailure):
