@@ -57,7 +57,7 @@ from textdesk.providers.base import (
 from textdesk.providers.smpp import codes, pdu, text
 from textdesk.providers.smpp.config import SmppConfig
 from textdesk.providers.smpp.doubt import Answer, provisional_id
-from textdesk.providers.smpp.inbound import Reassembler
+from textdesk.providers.smpp.inbound import Reassembler, mo_key
 from textdesk.providers.smpp.receipts import ReceiptTracker, parse_receipt
 from textdesk.providers.smpp.session import Session, Submit, SubmitFailure, SubmitOutcome
 
@@ -304,7 +304,8 @@ class SmppProvider:
                 return codes.ESME_ROK
             report = routed.report
             return self._push(lambda sink: sink.status(self.context.channel_id, report))
-        sms = self._reassembler.add(message)
+        key = mo_key(message, self._session.epoch, datetime.now(UTC).date())
+        sms = self._reassembler.add(message, key)
         if sms is None:
             return codes.ESME_ROK
         return self._push_inbound(sms)

@@ -29,6 +29,7 @@ import select
 import socket
 import threading
 import time
+import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -186,6 +187,7 @@ class Session:
         self._wake_w.setblocking(False)
         self._sequence = 0
         self._binds = 0
+        self._epoch = ""
         # Keepalive state, touched by the session thread only.
         self._last_rx = 0.0
         self._enquire_seq: int | None = None
@@ -202,6 +204,12 @@ class Session:
     def binds(self) -> int:
         """How many times the session bound successfully (reconnects included)."""
         return self._binds
+
+    @property
+    def epoch(self) -> str:
+        """A token of the current connection (new at every bind): the SMSC numbers its PDUs per
+        connection, so a sequence number means something only together with it."""
+        return self._epoch
 
     @property
     def last_error(self) -> ProviderError | None:
@@ -340,6 +348,7 @@ class Session:
                     with self._lock:
                         self._bound = True
                     self._binds += 1
+                    self._epoch = uuid.uuid4().hex
                     self._last_error = None
                     log.info("%s: bound to %s:%s", self._name, self._config.host, self._config.port)
                     return
