@@ -126,6 +126,12 @@ class Settings(BaseSettings):
         ge=0,
         description="How often a worker asks providers about `unknown` messages (0: never).",
     )
+    sent_reconcile_after_seconds: float = Field(
+        default=86400,
+        ge=0,
+        description="A `sent` message with no delivery report this long is looked up or marked "
+        "`unknown` (0: never).",
+    )
     data_dir: Path = Field(
         default=Path("./data"), description="Where uploaded files (CSV imports) are kept."
     )

@@ -37,6 +37,7 @@ ALLOWED = {
     (S.SENT, S.DELIVERED),
     (S.SENT, S.UNDELIVERED),
     (S.SENT, S.FAILED),
+    (S.SENT, S.UNKNOWN),
     (S.UNKNOWN, S.SENT),
     (S.UNKNOWN, S.DELIVERED),
     (S.UNKNOWN, S.UNDELIVERED),
@@ -69,4 +70,5 @@ def test_late_callbacks_never_move_backwards() -> None:
     assert not can_advance(S.DELIVERED, S.FAILED)
     assert not can_advance(S.SENT, S.SENT)
     assert can_advance(S.UNKNOWN, S.SENT)
+    assert not can_advance(S.SENT, S.UNKNOWN), "only the reconciler says a sent one is unknown"
     assert can_advance(S.SENDING, S.DELIVERED), "a report may beat the submit response"

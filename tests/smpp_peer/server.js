@@ -15,7 +15,9 @@
 // - submit_sm is answered with a message_id (config `resp_id_format`: "hex" or "decimal") unless
 //   the destination ends with one of the configured suffixes:
 //     throttle_suffix (0429) -> ESME_RTHROTTLED, invalid_suffix (0404) -> ESME_RINVDSTADR,
-//     syserr_suffix (0008) -> ESME_RSYSERR, silent_suffix (0999) -> no answer at all.
+//     syserr_suffix (0008) -> ESME_RSYSERR, silent_suffix (0999) -> no answer at all,
+//     slow_suffix (0998) -> the answer (and the receipt after it) only after `slow_resp_ms`, for
+//     the parts listed in `slow_parts` (all when null).
 // - each accepted submit_sm gets a delivery receipt (deliver_sm, esm_class 0x04) after
 //   `receipt_delay_ms`, with the id written per `receipt_id_format` in the text and, when
 //   `receipt_tlvs`, in the receipted_message_id / message_state TLVs. The stat is DELIVRD unless
@@ -23,6 +25,9 @@
 //   receipt is written BEFORE the submit_sm_resp; for `no_receipt_suffix` (0000) none is sent.
 // - enquire_link is answered (unless `answer_enquire_link` is false); unbind is answered and the
 //   connection closed.
+// - config `down: true` is an outage: every new connection is closed at once (POST /drop ends
+//   the existing ones). config `password` replaces the password binds must give, so a test can
+//   refuse our credentials and then "fix them at the SMSC".
 //
 // Control channel, HTTP on 127.0.0.1:
 //   GET  /events          every event so far (JSON array); submit_sm events carry the parsed
@@ -32,7 +37,9 @@
 //   POST /config          merge a JSON object into the config
 //   POST /deliver         send a deliver_sm to every bound session. Body: {source_addr,
 //                         destination_addr, source_addr_ton?, dest_addr_ton?, esm_class?,
-//                         data_coding?, short_message_hex, tlvs?: {sar_msg_ref_num: 1, ...}}
+//                         data_coding?, short_message_hex, tlvs?: {sar_msg_ref_num: 1, ...},
+//                         sequence_number?, repeat?}: `repeat` sends the very same PDU (same
+//                         sequence number) that many times, as an SMSC re-delivering it does
 //   POST /enquire_link    send enquire_link to every bound session
 //   POST /drop            destroy every connection (to test reconnects)
 'use strict';
@@ -73,6 +80,9 @@ function defaultConfig() {
     silent_suffix: '0999',
     early_receipt_suffix: '0666',
     no_receipt_suffix: '0000',
+    slow_suffix: '0998',
+    slow_resp_ms: 1500,
+    slow_parts: null,
     stat_by_suffix: { '0500': 'UNDELIV', '0501': 'EXPIRED', '0502': 'REJECTD', '0503': 'ACCEPTD' },
     answer_enquire_link: true,
   };
@@ -206,8 +216,12 @@ function onSubmitSm(session, pdu) {
   const messageId = status === ESME_ROK && !silent ? formatId(idNumber, config.resp_id_format) : null;
   record(Object.assign({ event: 'submit_sm', sequence: pdu.sequence_number, status, message_id: messageId }, submit));
   if (silent) return;
+  const slow = endsWith(dest, config.slow_suffix) && isSlowPart(submit);
+  if (slow) record({ event: 'slow_answer', sequence: pdu.sequence_number, message_id: messageId });
   if (status !== ESME_ROK) {
-    session.send(pdu.response({ command_status: status }));
+    const refuse = () => session.send(pdu.response({ command_status: status }));
+    if (slow) setTimeout(refuse, config.slow_resp_ms);
+    else refuse();
     return;
   }
   const response = pdu.response({ message_id: messageId });
@@ -223,15 +237,42 @@ function onSubmitSm(session, pdu) {
     session.send(response);
     return;
   }
-  session.send(response);
-  setTimeout(() => {
+  const answer = () => {
     if (!bound.has(session)) return;
-    record({ event: 'receipt', id: receipt.id, stat: receipt.stat, early: false });
-    sendDeliverSm(session, receipt.options, 'receipt');
-  }, config.receipt_delay_ms);
+    session.send(response);
+    setTimeout(() => {
+      if (!bound.has(session)) return;
+      record({ event: 'receipt', id: receipt.id, stat: receipt.stat, early: false });
+      sendDeliverSm(session, receipt.options, 'receipt');
+    }, config.receipt_delay_ms);
+  };
+  if (slow) setTimeout(answer, config.slow_resp_ms);
+  else answer();
+}
+
+// The part number of a concatenated submit (UDH 05 00 03 ref total seq), 1 for a single one.
+function partNumber(submit) {
+  const data = Buffer.from(submit.short_message_hex, 'hex');
+  if (submit.esm_class & 0x40 && data.length >= 6 && data[1] === 0x00) return data[5];
+  return 1;
+}
+
+function isSlowPart(submit) {
+  return !config.slow_parts || config.slow_parts.includes(partNumber(submit));
 }
 
 const server = smpp.createServer((session) => {
+  if (config.down) {
+    record({ event: 'refused_connection' });
+    session.destroy();
+    return;
+  }
+  session.repeated = new Set(); // sequence numbers sent by /deliver with a fixed sequence
+  session.on('deliver_sm_resp', (pdu) => {
+    if (session.repeated.has(pdu.sequence_number)) {
+      record({ event: 'deliver_sm_resp', kind: 'repeat', status: pdu.command_status, sequence: pdu.sequence_number });
+    }
+  });
   session.on('error', (error) => record({ event: 'session_error', message: String(error && error.message) }));
   session.on('close', () => {
     bound.delete(session);
@@ -240,7 +281,7 @@ const server = smpp.createServer((session) => {
   session.on('bind_transceiver', (pdu) => {
     let status = ESME_ROK;
     if (pdu.system_id !== SYSTEM_ID) status = ESME_RINVSYSID;
-    else if (pdu.password !== PASSWORD) status = ESME_RINVPASWD;
+    else if (pdu.password !== (config.password === undefined ? PASSWORD : config.password)) status = ESME_RINVPASWD;
     record({ event: 'bind', system_id: pdu.system_id, system_type: pdu.system_type, status });
     if (status !== ESME_ROK) {
       session.send(pdu.response({ command_status: status }), () => session.close());
@@ -303,8 +344,20 @@ const routes = {
       short_message: Buffer.from(body.short_message_hex || '', 'hex'),
     };
     Object.assign(options, body.tlvs || {});
-    for (const session of bound) sendDeliverSm(session, options, 'inbound');
-    record({ event: 'deliver_sm', sessions: bound.size, short_message_hex: body.short_message_hex });
+    const repeat = body.repeat || 1;
+    for (const session of bound) {
+      if (body.sequence_number === undefined && repeat === 1) {
+        sendDeliverSm(session, options, 'inbound');
+        continue;
+      }
+      const sequence = body.sequence_number === undefined ? ++session.sequence : body.sequence_number;
+      session.repeated.add(sequence);
+      for (let i = 0; i < repeat; i++) {
+        const pdu = new smpp.PDU('deliver_sm', Object.assign({ sequence_number: sequence }, options));
+        session.send(pdu);
+      }
+    }
+    record({ event: 'deliver_sm', sessions: bound.size, repeat, short_message_hex: body.short_message_hex });
     return { sent: bound.size };
   },
   'POST /enquire_link': () => {

@@ -20,14 +20,25 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
 from textdesk.delivery import outbox, reconcile, wakeup
-from textdesk.delivery.outbox import Claimed, Failed, Outcome, Retry, Sent, Unknown
+from textdesk.delivery.circuit import Circuits
+from textdesk.delivery.outbox import (
+    CHANNEL_PAUSED,
+    Claimed,
+    Deferred,
+    Failed,
+    Outcome,
+    Retry,
+    Sent,
+    Unknown,
+)
 from textdesk.httpclient import ProviderHttp, provider_client
 from textdesk.providers import registry
 from textdesk.providers.base import (
@@ -41,7 +52,9 @@ from textdesk.providers.base import (
     ProviderError,
     StatusReport,
     TemporaryFailure,
+    Unavailable,
 )
+from textdesk.services import channels as channel_service
 from textdesk.services import messaging, p2p
 from textdesk.services.errors import Invalid
 from textdesk.settings import Settings
@@ -113,9 +126,13 @@ class Dispatcher:
         *,
         http: ProviderHttp | None = None,
         worker_id: str | None = None,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.settings = settings
         self.db = db
+        #: The time every database comparison uses (claims, pauses, backoffs, leases); tests
+        #: move it to live through a long outage in seconds.
+        self.clock = clock
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._own_http = http is None
         self._http = http or provider_client(
@@ -128,7 +145,9 @@ class Dispatcher:
         self._calls = asyncio.Semaphore(concurrency)  # provider calls in flight
         self._ahead = min(settings.delivery_batch_size, int(concurrency * CLAIM_AHEAD_SHARE))
         self._outcomes: list[Outcome] = []
-        self._failures: dict[int, int] = {}
+        self._circuits = Circuits(settings.circuit_breaker_failures)
+        wait = settings.sent_reconcile_after_seconds
+        self._receipt_wait = timedelta(seconds=wait) if wait > 0 else None
         self._wake = asyncio.Event()
         self.sent = 0
         self._reconciling: asyncio.Task[None] | None = None
@@ -187,7 +206,15 @@ class Dispatcher:
 
     async def _send(self, claimed: Claimed) -> None:
         async with self._calls:
-            outcome = await self._call(claimed)
+            # The probe is how a paused channel is tried again; anything else claimed before
+            # the pause waits for the channel instead of failing on it.
+            reason = None
+            if not claimed.probe:
+                reason = self._circuits.open_reason(claimed.channel_id, self.clock())
+            if reason is not None:
+                outcome: Outcome = Deferred(claimed, CHANNEL_PAUSED, _waiting(reason))
+            else:
+                outcome = await self._call(claimed)
         self._outcomes.append(outcome)
         if len(self._outcomes) >= FLUSH_SIZE:
             await self._flush()
@@ -211,25 +238,48 @@ class Dispatcher:
                 channel.provider.send(sms), self.settings.provider_timeout_seconds + 5
             )
             outcome = Sent(claimed, result.provider_message_id, result.status, result.segments)
-            self._failures.pop(claimed.channel_id, None)
+            self._circuits.success(claimed.channel_id)
+            await self._answered(claimed)
         except (TimeoutError, AmbiguousFailure) as exc:
             code = exc.code if isinstance(exc, ProviderError) else "timeout"
-            outcome = self._ambiguous(claimed, code, str(exc) or "no answer in time")
-            await self._unhealthy(claimed.channel_id, code)
-        except ProviderError as exc:
+            later = exc.provider_message_id if isinstance(exc, AmbiguousFailure) else None
+            outcome = self._ambiguous(claimed, code, str(exc) or "no answer in time", later)
+            await self._unhealthy(claimed, code)
+        except (Unavailable, AuthFailure) as exc:
+            # Not the message's fault, and no retry of it would help: the channel pauses and
+            # the message waits for it, its attempt given back.
+            down = _channel_down(exc)
+            await self._open(claimed, down)
+            outcome = self._deferred(claimed, exc.code, down)
+        except TemporaryFailure as exc:
+            open_reason = self._circuits.open_reason(claimed.channel_id, self.clock())
+            if claimed.probe:
+                # The channel's probe failed too: it stays paused, and the message (which
+                # may not be at fault) tries again later without losing an attempt.
+                still = f"still failing after the pause (last: {exc.code})"
+                await self._open(claimed, still)
+                outcome = self._deferred(claimed, exc.code, still)
+            elif open_reason is not None:
+                # The circuit opened while this call was out: the channel failed, not it.
+                outcome = self._deferred(claimed, exc.code, open_reason)
+            else:
+                outcome = self._classify(claimed, exc)
+                await self._unhealthy(claimed, exc.code)
+        except ProviderError as exc:  # the provider answered: throttled, refused, opted out
             outcome = self._classify(claimed, exc)
-            if isinstance(exc, TemporaryFailure | AuthFailure):
-                await self._unhealthy(claimed.channel_id, exc.code)
+            await self._answered(claimed)
         except Exception as exc:  # an adapter bug must not lose the message: park it as unknown
             log.exception("provider adapter failed on message %s", claimed.id)
             outcome = Unknown(claimed, "adapter_error", f"{type(exc).__name__}: {exc}")
         return outcome
 
-    def _ambiguous(self, claimed: Claimed, code: str, detail: str) -> Outcome:
+    def _ambiguous(
+        self, claimed: Claimed, code: str, detail: str, provider_message_id: str | None = None
+    ) -> Outcome:
         channel = self._channels.get(claimed.channel_id)
         if channel is not None and type(channel.provider).dedupes_by_idempotency_key:
             return self._retry_or_fail(claimed, code, detail, None, ambiguous=True)
-        return Unknown(claimed, code, detail)
+        return Unknown(claimed, code, detail, provider_message_id)
 
     def _classify(self, claimed: Claimed, exc: ProviderError) -> Outcome:
         if exc.retryable:
@@ -253,33 +303,64 @@ class Dispatcher:
                 return Unknown(claimed, code, detail)
             return Failed(claimed, code, detail)
         delay = outbox.backoff(claimed.attempts, retry_after=retry_after)
-        retry_at = utcnow() + timedelta(seconds=delay)
+        retry_at = self.clock() + timedelta(seconds=delay)
         return Retry(claimed, code, detail, retry_at, ambiguous=ambiguous)
 
-    async def _unhealthy(self, channel_id: int, code: str) -> None:
-        count = self._failures.get(channel_id, 0) + 1
-        self._failures[channel_id] = count
-        if count >= self.settings.circuit_breaker_failures:
-            self._failures[channel_id] = 0
-            await asyncio.to_thread(self._pause, channel_id, code, count)
+    def _deferred(self, claimed: Claimed, code: str, reason: str) -> Deferred:
+        send_after = None
+        if claimed.probe:
+            # Not the next probe: a message the provider keeps failing must not hold the
+            # channel paused forever (any other message may be the one that gets through).
+            pause = self.settings.circuit_breaker_pause_seconds
+            send_after = self.clock() + timedelta(seconds=2 * pause)
+        return Deferred(claimed, code, _waiting(reason), send_after)
 
-    def _pause(self, channel_id: int, code: str, count: int) -> None:
-        until = utcnow() + timedelta(seconds=self.settings.circuit_breaker_pause_seconds)
-        reason = f"paused after {count} consecutive provider failures (last: {code})"
-        log.warning("channel %s %s", channel_id, reason)
-        with self.db.write() as conn:
-            conn.execute(
-                sa.update(channels)
-                .where(channels.c.id == channel_id)
-                .values(paused_until=until, pause_reason=reason)
+    # --- the circuit breaker (delivery/circuit.py) -----------------------------------------
+
+    async def _unhealthy(self, claimed: Claimed, code: str) -> None:
+        if claimed.probe:
+            await self._open(claimed, f"still failing after the pause (last: {code})")
+            return
+        count = self._circuits.failure(claimed.channel_id)
+        if count is not None:
+            await self._open(
+                claimed, f"paused after {count} consecutive provider failures (last: {code})"
             )
+
+    async def _open(self, claimed: Claimed, reason: str) -> None:
+        """Pause the channel, unless this process knows it paused already (a burst of calls
+        failing together writes once); a failed probe always pauses it again."""
+        channel_id = claimed.channel_id
+        now = self.clock()
+        if not claimed.probe and self._circuits.open_reason(channel_id, now) is not None:
+            return
+        until = now + timedelta(seconds=self.settings.circuit_breaker_pause_seconds)
+        self._circuits.opened(channel_id, until, reason)
+        log.warning("channel %s paused until %s: %s", channel_id, until.isoformat(), reason)
+        await asyncio.to_thread(
+            channel_service.pause_channel, self.db, channel_id, until=until, reason=reason
+        )
+
+    async def _answered(self, claimed: Claimed) -> None:
+        """The provider answered: if this was a probe, the channel works again."""
+        if claimed.probe:
+            self._circuits.closed(claimed.channel_id)
+            log.info("channel %s answers again; resumed", claimed.channel_id)
+            await asyncio.to_thread(channel_service.resume_channel, self.db, claimed.channel_id)
 
     async def _flush(self) -> None:
         batch, self._outcomes = self._outcomes, []
         if not batch:
             return
         try:
-            await asyncio.to_thread(outbox.record, self.db, batch, actor=self.actor)
+            await asyncio.to_thread(
+                outbox.record,
+                self.db,
+                batch,
+                actor=self.actor,
+                now=self.clock(),
+                receipt_wait=self._receipt_wait,
+            )
         except BaseException:
             self._outcomes = batch + self._outcomes  # nothing is lost: retried next flush
             raise
@@ -309,13 +390,16 @@ class Dispatcher:
                 wait = self.settings.delivery_poll_seconds
                 if room > 0:
                     self._wake.clear()
+                    since = self._circuits.version()
                     result = await asyncio.to_thread(
                         outbox.claim,
                         self.db,
                         self.settings,
                         worker_id=self.worker_id,
                         limit=min(room, self.settings.delivery_batch_size),
+                        now=self.clock(),
                     )
+                    self._circuits.note_paused(result.paused, since)
                     for claimed in result.claimed:
                         task = asyncio.create_task(self._send(claimed))
                         self._inflight.add(task)
@@ -374,10 +458,13 @@ class Dispatcher:
                 self.db,
                 resend_providers=self.resend_safe_providers(),
                 actor=self.actor,
+                now=self.clock(),
             )
             if requeued or lost:
                 log.warning("lease expired: %d re-queued, %d marked unknown", requeued, lost)
-            await asyncio.to_thread(outbox.promote_and_expire, self.db, actor=self.actor)
+            await asyncio.to_thread(
+                outbox.promote_and_expire, self.db, actor=self.actor, now=self.clock()
+            )
             if time.monotonic() >= self._next_assignment_reap:
                 # P2P campaigns: contacts an agent was handed but did not send go back to the
                 # pool once their assignment times out (request_batch also does it lazily).
@@ -409,6 +496,7 @@ class Dispatcher:
                 adapter,
                 timeout=self.settings.provider_timeout_seconds + 5,
                 actor=self.actor,
+                now=self.clock(),
             )
             if result.asked:
                 log.info(
@@ -418,12 +506,42 @@ class Dispatcher:
                     result.not_found,
                     result.failed,
                 )
+            if self._receipt_wait is not None:
+                stuck = await reconcile.reconcile_stuck_sent(
+                    self.db,
+                    adapter,
+                    after=self._receipt_wait,
+                    timeout=self.settings.provider_timeout_seconds + 5,
+                    actor=self.actor,
+                    now=self.clock(),
+                )
+                if stuck.asked or stuck.marked_unknown:
+                    log.info(
+                        "sent messages without a delivery report: %d asked, %d resolved, "
+                        "%d marked unknown",
+                        stuck.asked,
+                        stuck.resolved,
+                        stuck.marked_unknown,
+                    )
         except Exception:
             log.exception("reconciling unknown messages failed")
 
     def _dsn(self) -> str:
         url = self.db.engine.url.set(drivername="postgresql")
         return url.render_as_string(hide_password=False)
+
+
+def _channel_down(exc: ProviderError) -> str:
+    if isinstance(exc, AuthFailure):
+        return (
+            f"the provider refused the channel's credentials ({exc.code}: {exc.message}); "
+            "messages wait until they work again"
+        )
+    return f"cannot send: {exc.message} ({exc.code})"
+
+
+def _waiting(reason: str) -> str:
+    return f"waiting for the channel: {reason}"
 
 
 async def _close(provider: Provider) -> None:

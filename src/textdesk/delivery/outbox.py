@@ -82,6 +82,9 @@ class Claimed:
     #: An earlier attempt may have reached the provider (``maybe_sent``): if this one's
     #: retries run out, the message is ``unknown``, not ``failed``.
     maybe_sent: bool = False
+    #: Claimed from a channel whose pause just ran out (its circuit half-open): the one
+    #: message that tries whether the provider works again (see ``claim``).
+    probe: bool = False
 
 
 @dataclass
@@ -89,6 +92,9 @@ class ClaimResult:
     claimed: list[Claimed] = field(default_factory=list)
     #: Seconds until some throttled channel may send again (None: nothing waits on a rate).
     next_in: float | None = None
+    #: Channels paused now (circuit open): id -> (until, reason). A worker holding messages of
+    #: theirs that it has not sent yet puts them back instead of calling the provider.
+    paused: dict[int, tuple[datetime, str | None]] = field(default_factory=dict)
 
 
 def gcra_budget(tat: datetime, now: datetime, rate: float, burst: float) -> int:
@@ -173,18 +179,40 @@ def _not_sent_or_unsure(
     }
 
 
-def claim(db: Database, settings: Settings, *, worker_id: str, limit: int) -> ClaimResult:
-    """Claim up to ``limit`` due messages across all sendable channels."""
+def claim(
+    db: Database,
+    settings: Settings,
+    *,
+    worker_id: str,
+    limit: int,
+    now: datetime | None = None,
+) -> ClaimResult:
+    """Claim up to ``limit`` due messages across all sendable channels.
+
+    A paused channel (circuit open: ``paused_until`` ahead) is skipped: its messages wait,
+    their attempts untouched. Once its pause has run out, while ``pause_reason`` is still set
+    (half-open), one claim takes ONE message from it, the probe, and extends the pause by
+    ``TEXTDESK_CIRCUIT_BREAKER_PAUSE_SECONDS`` in the same transaction, so no other claim of any
+    worker sends there meanwhile. The probe's outcome closes the circuit (the provider
+    answered) or opens it again (``delivery/dispatcher.py``)."""
     result = ClaimResult()
-    now = utcnow()
+    now = now or utcnow()
     with db.read() as conn:
         rows = conn.execute(
-            sa.select(channels.c.id, channels.c.number_type, channels.c.rate_per_second).where(
-                channels.c.is_active,
-                sa.or_(channels.c.paused_until.is_(None), channels.c.paused_until <= now),
-            )
+            sa.select(
+                channels.c.id,
+                channels.c.number_type,
+                channels.c.rate_per_second,
+                channels.c.paused_until,
+                channels.c.pause_reason,
+            ).where(channels.c.is_active)
         ).all()
-    sendable = list(rows)
+    sendable = []
+    for row in rows:
+        if row.paused_until is not None and row.paused_until > now:
+            result.paused[row.id] = (row.paused_until, row.pause_reason)
+        else:
+            sendable.append(row)
     random.shuffle(sendable)  # no channel starves another when the limit is tight
     for channel in sendable:
         room = limit - len(result.claimed)
@@ -192,7 +220,7 @@ def claim(db: Database, settings: Settings, *, worker_id: str, limit: int) -> Cl
             break
         rate = channel.rate_per_second or DEFAULT_RATE.get(channel.number_type, 1.0)
         with db.write() as conn:
-            got, wait = _claim_channel(conn, settings, channel.id, rate, room, worker_id)
+            got, wait = _claim_channel(conn, settings, channel.id, rate, room, worker_id, now)
         result.claimed.extend(got)
         if wait is not None:
             result.next_in = wait if result.next_in is None else min(result.next_in, wait)
@@ -206,15 +234,27 @@ def _claim_channel(
     rate: float,
     room: int,
     worker_id: str,
+    now: datetime,
 ) -> tuple[list[Claimed], float | None]:
-    now = utcnow()
     tat = _lock_throttle(conn, channel_id, now)
     if tat is None:
         # Another worker is claiming this channel right now: look again as soon as its claim
         # is done, not after the idle poll (a whole second by default, which two workers
         # sending on one channel kept paying).
         return [], BUSY_RETRY_SECONDS
+    # Read again under the throttle row's lock: a claim that probed this channel a moment ago
+    # (and extended its pause) has committed by now, and this one must not probe it again.
+    pause = conn.execute(
+        sa.select(channels.c.paused_until, channels.c.pause_reason).where(
+            channels.c.id == channel_id
+        )
+    ).one()
+    if pause.paused_until is not None and pause.paused_until > now:
+        return [], None
+    probe = pause.pause_reason is not None
     budget = min(room, gcra_budget(tat, now, rate, _burst(rate)))
+    if probe:
+        budget = min(budget, 1)
     if budget <= 0:
         return [], max(0.0, (tat - now).total_seconds() - (_burst(rate) - 1) / rate)
     query = (
@@ -318,6 +358,7 @@ def _claim_channel(
                 valid_until=row.valid_until,
                 segments=row.segments,
                 maybe_sent=row.id in unsure,
+                probe=probe,
             )
         )
 
@@ -358,6 +399,14 @@ def _claim_channel(
             .where(channel_throttle.c.channel_id == channel_id)
             .values(tat=max(tat, now) + timedelta(seconds=spent / rate))
         )
+        if probe:
+            conn.execute(
+                sa.update(channels)
+                .where(channels.c.id == channel_id)
+                .values(
+                    paused_until=now + timedelta(seconds=settings.circuit_breaker_pause_seconds)
+                )
+            )
     for row, decision, gate_status in blocked:
         status, extra = _not_sent_or_unsure(gate_status, decision, row.id in unsure)
         conn.execute(
@@ -461,13 +510,35 @@ class Unknown:
     message: Claimed
     code: str
     detail: str
+    #: The id the provider will report its news under, if it gave one (an SMPP submit left in
+    #: doubt): stored, so that a late answer or a receipt settles the message.
+    provider_message_id: str | None = None
 
 
-Outcome = Sent | Retry | Failed | Unknown
+@dataclass(frozen=True)
+class Deferred:
+    """Not sent because the channel cannot send (not bound, credentials refused, circuit
+    open): back to the queue with its attempt given back, to wait for the channel."""
+
+    message: Claimed
+    code: str
+    detail: str
+    send_after: datetime | None = None
 
 
-def _mark_sent(conn: Connection, sent: Sequence[Sent], now: datetime) -> None:
+Outcome = Sent | Retry | Failed | Unknown | Deferred
+#: Event reason of a message put back because its channel is paused.
+CHANNEL_PAUSED = "channel_paused"
+
+
+def _mark_sent(
+    conn: Connection, sent: Sequence[Sent], now: datetime, receipt_due: datetime | None
+) -> None:
     """Store the providers' ids and statuses of a batch of accepted messages.
+
+    A message left ``sent`` keeps ``lease_until`` = ``receipt_due``: when, if no delivery report
+    came, ``reconcile.reconcile_stuck_sent`` checks on it (the provider has it "on lease"; the
+    outbox's status index on ``lease_until`` finds the due ones without a scan).
 
     PostgreSQL: one ``UPDATE ... FROM unnest(arrays)`` for the batch (one statement to parse and
     plan); SQLite: ``executemany`` (in-process, a statement per row costs no round trip)."""
@@ -478,6 +549,7 @@ def _mark_sent(conn: Connection, sent: Sequence[Sent], now: datetime) -> None:
             "pid": o.provider_message_id,
             "segs": o.segments,
             "delivered_at": now if o.status == S.DELIVERED else None,
+            "due": receipt_due if o.status == S.SENT else None,
         }
         for o in sent
     ]
@@ -493,7 +565,10 @@ def _mark_sent(conn: Connection, sent: Sequence[Sent], now: datetime) -> None:
                 segments=sa.func.coalesce(sa.bindparam("segs"), messages.c.segments),
                 sent_at=now,
                 delivered_at=sa.bindparam("delivered_at", type_=UTCDateTime()),
-                lease_until=None,
+                lease_until=sa.bindparam("due", type_=UTCDateTime()),
+                # The provider took it: an earlier attempt's error no longer describes it.
+                error_code=None,
+                error_detail=None,
                 updated_at=now,
             ),
             rows,
@@ -507,13 +582,14 @@ def _mark_sent(conn: Connection, sent: Sequence[Sent], now: datetime) -> None:
             "pids": [r["pid"] for r in rows],
             "segs": [r["segs"] for r in rows],
             "delivered": [r["delivered_at"] for r in rows],
+            "dues": [r["due"] for r in rows],
             "now": now,
         },
     )
 
 
-#: The batch travels as five arrays, so the statement text never changes: SQLAlchemy compiles it
-#: once, and PostgreSQL parses five parameters instead of a literal VALUES list (rendering that
+#: The batch travels as six arrays, so the statement text never changes: SQLAlchemy compiles it
+#: once, and PostgreSQL parses six parameters instead of a literal VALUES list (rendering that
 #: list was about a tenth of a worker's CPU time at 500 messages/s).
 _MARK_SENT_PG = sa.text(
     """
@@ -523,30 +599,42 @@ _MARK_SENT_PG = sa.text(
         segments = coalesce(v.segs, m.segments),
         sent_at = :now,
         delivered_at = v.delivered_at,
-        lease_until = NULL,
+        lease_until = v.due,
+        error_code = NULL,
+        error_detail = NULL,
         updated_at = :now
     FROM unnest(
         CAST(:mids AS bigint[]),
         CAST(:statuses AS text[]),
         CAST(:pids AS text[]),
         CAST(:segs AS integer[]),
-        CAST(:delivered AS timestamptz[])
-    ) AS v(mid, new_status, pid, segs, delivered_at)
+        CAST(:delivered AS timestamptz[]),
+        CAST(:dues AS timestamptz[])
+    ) AS v(mid, new_status, pid, segs, delivered_at, due)
     WHERE m.id = v.mid AND m.status IN ('sending', 'unknown')
     """
 ).bindparams(sa.bindparam("now", type_=UTCDateTime()))
 
 
-def record(db: Database, outcomes: Sequence[Outcome], *, actor: str) -> None:
-    """Store a batch of send outcomes in one transaction (one fsync for many messages)."""
+def record(
+    db: Database,
+    outcomes: Sequence[Outcome],
+    *,
+    actor: str,
+    now: datetime | None = None,
+    receipt_wait: timedelta | None = None,
+) -> None:
+    """Store a batch of send outcomes in one transaction (one fsync for many messages).
+    ``receipt_wait``: how long a ``sent`` message waits for its delivery report before it is
+    reconciled (``TEXTDESK_SENT_RECONCILE_AFTER_SECONDS``; None: never)."""
     if not outcomes:
         return
-    now = utcnow()
+    now = now or utcnow()
     events: list[dict[str, Any]] = []
     with db.write() as conn:
         sent = [o for o in outcomes if isinstance(o, Sent)]
         if sent:
-            _mark_sent(conn, sent, now)
+            _mark_sent(conn, sent, now, None if receipt_wait is None else now + receipt_wait)
             events += [
                 event_row(
                     org_id=o.message.org_id,
@@ -564,11 +652,19 @@ def record(db: Database, outcomes: Sequence[Outcome], *, actor: str) -> None:
             if isinstance(o, Sent):
                 continue
             # (new status, event reason, extra columns) per kind of failure.
+            extra: dict[str, Any]
             if isinstance(o, Retry):
                 reason = RETRY_AMBIGUOUS if o.ambiguous else "retry"
                 status, extra = S.QUEUED, {"send_after": o.retry_at}
+            elif isinstance(o, Deferred):
+                # The channel could not send: this was no attempt at the message.
+                reason = CHANNEL_PAUSED
+                status = S.QUEUED
+                extra = {"send_after": o.send_after, "attempts": messages.c.attempts - 1}
             elif isinstance(o, Unknown):
                 status, reason, extra = S.UNKNOWN, "ambiguous", {}
+                if o.provider_message_id is not None:
+                    extra = {"provider_message_id": o.provider_message_id}
             else:
                 status, reason, extra = S.FAILED, "provider_error", {}
             conn.execute(
@@ -616,23 +712,22 @@ def record(db: Database, outcomes: Sequence[Outcome], *, actor: str) -> None:
                     )
                     .values(last_outbound_at=now)
                 )
+        # Provider ids stored now (sent, or left in doubt with an id for later news).
+        stored = [(o.message, o.provider_message_id) for o in sent] + [
+            (o.message, o.provider_message_id)
+            for o in outcomes
+            if isinstance(o, Unknown) and o.provider_message_id is not None
+        ]
         by_channel: dict[int, list[str]] = defaultdict(list)
-        for o in sent:
-            by_channel[o.message.channel_id].append(o.provider_message_id)
+        for message, pid in stored:
+            by_channel[message.channel_id].append(pid)
         for channel_id, ids in sorted(by_channel.items()):
             lock_provider_ids(conn, channel_id, ids)
         # Reports that beat the submit response: one look for the whole batch (usually none).
-        parked = orphaned_ids(conn, [(o.message.channel_id, o.provider_message_id) for o in sent])
-        for o in sent:
-            if (o.message.channel_id, o.provider_message_id) in parked:
-                apply_orphans(
-                    conn,
-                    o.message.id,
-                    o.message.org_id,
-                    o.message.channel_id,
-                    o.provider_message_id,
-                    now,
-                )
+        parked = orphaned_ids(conn, [(m.channel_id, pid) for m, pid in stored])
+        for message, pid in stored:
+            if (message.channel_id, pid) in parked:
+                apply_orphans(conn, message.id, message.org_id, message.channel_id, pid, now)
 
 
 def backoff(
@@ -647,10 +742,16 @@ def backoff(
 # --- housekeeping --------------------------------------------------------------------------------
 
 
-def reap(db: Database, *, resend_providers: Iterable[str], actor: str) -> tuple[int, int]:
+def reap(
+    db: Database,
+    *,
+    resend_providers: Iterable[str],
+    actor: str,
+    now: datetime | None = None,
+) -> tuple[int, int]:
     """Messages whose lease ran out: re-queue those whose provider de-duplicates by our key,
     mark the rest ``unknown``. Returns (requeued, unknown)."""
-    now = utcnow()
+    now = now or utcnow()
     safe = set(resend_providers)
     with db.write() as conn:
         query = (
@@ -713,10 +814,12 @@ def reap(db: Database, *, resend_providers: Iterable[str], actor: str) -> tuple[
     return len(requeue), len(lost)
 
 
-def promote_and_expire(db: Database, *, actor: str, limit: int = 500) -> int:
+def promote_and_expire(
+    db: Database, *, actor: str, limit: int = 500, now: datetime | None = None
+) -> int:
     """Pending messages whose ``send_after`` came: run the gate again. Queued or pending ones
     past their validity window: expire. Returns how many changed."""
-    now = utcnow()
+    now = now or utcnow()
     changed = 0
     with db.write() as conn:
         rows = conn.execute(

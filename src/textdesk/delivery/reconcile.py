@@ -8,6 +8,10 @@ timeout after the request went out). It is never re-sent blindly. What resolves 
 2. the delivery report, whenever it arrives (``messaging.apply_statuses``, ranks only go up);
 3. a person, who sees the message as ``unknown`` with its events.
 
+A ``sent`` message whose delivery report does not come (``reconcile_stuck_sent``, after
+``TEXTDESK_SENT_RECONCILE_AFTER_SECONDS``) is looked up the same way where the provider allows,
+and otherwise marked ``unknown`` (``no_receipt``): "sent" would claim more than anyone knows.
+
 Each pass takes the oldest candidates, at most ``limit``, and first writes a
 ``reconcile.lookup`` event for each in one transaction: it shows in the message's history, and
 it is how the next pass (of this worker or another) knows not to ask again within ``interval``
@@ -49,6 +53,9 @@ S = MessageStatus
 LOOKUP = "reconcile.lookup"
 NOT_FOUND = "reconcile.not_found"
 FAILED = "reconcile.error"
+NO_RECEIPT = "reconcile.no_receipt"
+#: ``error_code`` of a ``sent`` message marked ``unknown`` for want of a report and a lookup.
+NO_RECEIPT_CODE = "no_receipt"
 
 #: Channel id -> its adapter (the dispatcher's cached one). Anything with ``lookup`` will do.
 AdapterFor = Callable[[int], Awaitable[object]]
@@ -62,6 +69,7 @@ class Candidate:
     provider: str
     provider_message_id: str
     attempt: int  # 1 for the first lookup of this message
+    status: MessageStatus = S.UNKNOWN  # when picked: unknown, or sent with no report in time
 
 
 @dataclass(frozen=True)
@@ -81,8 +89,9 @@ class ReconcileResult:
     resolved: int = 0  # messages that left ``unknown``
     not_found: int = 0  # the provider does not know the id
     failed: int = 0  # the lookup itself failed (timeout, 5xx, credentials, adapter bug)
-    unchanged: int = 0  # answered, but the message had moved on meanwhile
+    unchanged: int = 0  # answered, but nothing changed (still sent, or moved on meanwhile)
     resolved_ids: list[int] = field(default_factory=list)
+    marked_unknown: int = 0  # sent, no report in time, no lookup to ask: now ``unknown``
 
 
 async def reconcile_unknown(
@@ -115,6 +124,56 @@ async def reconcile_unknown(
         actor=actor,
         now=now,
     )
+    return await _settle(db, picked, adapters_for_channel, max_lookups, concurrency, timeout, actor)
+
+
+async def reconcile_stuck_sent(
+    db: Database,
+    adapters_for_channel: AdapterFor,
+    *,
+    after: timedelta,
+    limit: int = 200,
+    interval: timedelta = timedelta(minutes=10),
+    max_lookups: int = 6,
+    concurrency: int = 8,
+    timeout: float = 20.0,
+    actor: str = "system:reconcile",
+    now: datetime | None = None,
+) -> ReconcileResult:
+    """One pass over ``sent`` messages whose delivery report has not come within ``after``
+    (``TEXTDESK_SENT_RECONCILE_AFTER_SECONDS``): ask the provider where it has a lookup (again
+    every ``interval``, at most ``max_lookups`` times; its answer is applied like a report),
+    else mark them ``unknown`` with the reason, for the report (which still settles them) or
+    a person."""
+    providers = sorted(name for name in registry.PROVIDERS if registry.offers_lookup(name))
+    picked, marked = await asyncio.to_thread(
+        pick_stuck_sent,
+        db,
+        providers,
+        after=after,
+        limit=limit,
+        interval=interval,
+        max_lookups=max_lookups,
+        actor=actor,
+        now=now,
+    )
+    result = await _settle(
+        db, picked, adapters_for_channel, max_lookups, concurrency, timeout, actor
+    )
+    result.marked_unknown = marked
+    return result
+
+
+async def _settle(
+    db: Database,
+    picked: Sequence[Candidate],
+    adapters_for_channel: AdapterFor,
+    max_lookups: int,
+    concurrency: int,
+    timeout: float,
+    actor: str,
+) -> ReconcileResult:
+    """Ask about the picked messages and apply the answers."""
     result = ReconcileResult(asked=len(picked))
     if not picked:
         return result
@@ -158,7 +217,7 @@ async def reconcile_unknown(
         await asyncio.to_thread(messaging.apply_statuses, db, reports)
         after = await asyncio.to_thread(_statuses, db, sorted(before))
         for candidate in asked_for:
-            if after.get(candidate.message_id) == S.UNKNOWN:
+            if after.get(candidate.message_id) == candidate.status:
                 result.unchanged += 1
             else:
                 result.resolved += 1
@@ -203,13 +262,7 @@ def pick(
     if not providers or limit <= 0:
         return []
     now = now or utcnow()
-    # Correlated per candidate (few: unknown messages with a provider id), so they use the
-    # index on message_events.message_id instead of scanning every event ever written.
-    lookups = (
-        sa.select(sa.func.count())
-        .where(message_events.c.message_id == messages.c.id, message_events.c.reason == LOOKUP)
-        .scalar_subquery()
-    )
+    lookups = _lookups_so_far()
     recent = sa.exists().where(
         message_events.c.message_id == messages.c.id,
         message_events.c.reason == LOOKUP,
@@ -288,7 +341,7 @@ def _current(conn: Connection, ids: Sequence[int]) -> dict[int, str]:
 
 
 def _note(db: Database, notes: Sequence[_Note]) -> None:
-    """Events for lookups that settled nothing, on messages still ``unknown``."""
+    """Events for lookups that settled nothing, on messages still where they were picked."""
     now = utcnow()
     with db.write() as conn:
         current = _current(conn, sorted({n.candidate.message_id for n in notes}))
@@ -296,8 +349,8 @@ def _note(db: Database, notes: Sequence[_Note]) -> None:
             event_row(
                 org_id=n.candidate.org_id,
                 message_id=n.candidate.message_id,
-                from_status=S.UNKNOWN,
-                to_status=S.UNKNOWN,
+                from_status=n.candidate.status,
+                to_status=n.candidate.status,
                 actor=n.actor,
                 now=now,
                 reason=n.reason,
@@ -305,6 +358,121 @@ def _note(db: Database, notes: Sequence[_Note]) -> None:
                 detail=n.detail,
             )
             for n in notes
-            if current.get(n.candidate.message_id) == S.UNKNOWN
+            if current.get(n.candidate.message_id) == n.candidate.status
         ]
         add_events(conn, rows)
+
+
+def _lookups_so_far() -> Any:
+    # Correlated per candidate (few: those picked), so it uses the index on
+    # message_events.message_id instead of scanning every event ever written.
+    return (
+        sa.select(sa.func.count())
+        .where(message_events.c.message_id == messages.c.id, message_events.c.reason == LOOKUP)
+        .scalar_subquery()
+    )
+
+
+def pick_stuck_sent(
+    db: Database,
+    providers: Sequence[str],
+    *,
+    after: timedelta,
+    limit: int,
+    interval: timedelta,
+    max_lookups: int,
+    actor: str,
+    now: datetime | None = None,
+) -> tuple[list[Candidate], int]:
+    """``sent`` messages whose receipt is overdue (``lease_until``, set when they were sent, has
+    passed; the outbox's ``(status, lease_until)`` index finds them, however many are ``sent``).
+    Those a provider can be asked about get a ``reconcile.lookup`` event and their next due time
+    (none after the last lookup: then they stay ``sent``, which is what the provider says); the
+    rest become ``unknown`` (``no_receipt``), in the same transaction. Returns the candidates
+    to ask and how many were marked ``unknown``."""
+    if limit <= 0:
+        return [], 0
+    now = now or utcnow()
+    query = (
+        sa.select(
+            messages.c.id,
+            messages.c.org_id,
+            messages.c.channel_id,
+            messages.c.provider_message_id,
+            channels.c.provider,
+            _lookups_so_far().label("lookups"),
+        )
+        .select_from(messages.outerjoin(channels, channels.c.id == messages.c.channel_id))
+        .where(messages.c.status == S.SENT, messages.c.lease_until <= now)
+        .order_by(messages.c.lease_until)
+        .limit(limit)
+    )
+    waited = f"{after.total_seconds():g} s"
+    with db.write() as conn:
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update(of=messages, skip_locked=True)
+        rows = conn.execute(query).all()
+        asked = [r for r in rows if r.provider in providers and r.provider_message_id]
+        marked = [r for r in rows if not (r.provider in providers and r.provider_message_id)]
+        picked = [
+            Candidate(
+                message_id=r.id,
+                org_id=r.org_id,
+                channel_id=r.channel_id,
+                provider=r.provider,
+                provider_message_id=r.provider_message_id,
+                attempt=int(r.lookups) + 1,
+                status=S.SENT,
+            )
+            for r in asked
+        ]
+        again = [c.message_id for c in picked if c.attempt < max_lookups]
+        last = [c.message_id for c in picked if c.attempt >= max_lookups]
+        for ids, due in ((again, now + interval), (last, None)):
+            if ids:
+                conn.execute(
+                    sa.update(messages).where(messages.c.id.in_(ids)).values(lease_until=due)
+                )
+        events = [
+            event_row(
+                org_id=c.org_id,
+                message_id=c.message_id,
+                from_status=S.SENT,
+                to_status=S.SENT,
+                actor=actor,
+                now=now,
+                reason=LOOKUP,
+                detail=f"no delivery report within {waited}: asking {c.provider} about "
+                f"{c.provider_message_id} (lookup {c.attempt} of {max_lookups})",
+            )
+            for c in picked
+        ]
+        if marked:
+            conn.execute(
+                sa.update(messages)
+                .where(messages.c.id.in_([r.id for r in marked]), messages.c.status == S.SENT)
+                .values(
+                    status=S.UNKNOWN,
+                    lease_until=None,
+                    error_code=NO_RECEIPT_CODE,
+                    error_detail=f"no delivery report within {waited} of sending, and the "
+                    "provider has no status lookup: it may or may not have arrived",
+                    updated_at=now,
+                )
+            )
+            events += [
+                event_row(
+                    org_id=r.org_id,
+                    message_id=r.id,
+                    from_status=S.SENT,
+                    to_status=S.UNKNOWN,
+                    actor=actor,
+                    now=now,
+                    reason=NO_RECEIPT,
+                    detail=f"no delivery report within {waited}; "
+                    f"{r.provider or 'its channel'} cannot be asked",
+                )
+                for r in marked
+            ]
+        add_events(conn, events)
+    return picked, len(marked)

@@ -4,8 +4,8 @@
 
     pending ──gate allows──▶ queued ──claimed──▶ sending ──accepted──▶ sent ──DLR──▶ delivered
        │  ▲                    │  ▲                 │ │                  │             undelivered
-       │  └─gate defers────────┘  └──retryable──────┘ │                  └──DLR──────▶ failed
-       │                                              │
+       │  └─gate defers────────┘  └──retryable──────┘ │                  ├──DLR──────▶ failed
+       │                                              │                  └──no DLR──▶ unknown
        ├──gate blocks──▶ blocked                      ├──permanent error──▶ failed
        └──validity passed──▶ expired                  └──crash/timeout──▶ unknown ─▶ sent…
 
@@ -58,7 +58,9 @@ TRANSITIONS: dict[MessageStatus, frozenset[MessageStatus]] = {
     S.QUEUED: frozenset({S.SENDING, S.PENDING, S.BLOCKED, S.EXPIRED, S.UNKNOWN}),
     # sending -> queued: a retryable error before the provider accepted it.
     S.SENDING: frozenset({S.SENT, S.QUEUED, S.FAILED, S.UNKNOWN, S.DELIVERED, S.UNDELIVERED}),
-    S.SENT: frozenset({S.DELIVERED, S.UNDELIVERED, S.FAILED}),
+    # sent -> unknown: no delivery report within TEXTDESK_SENT_RECONCILE_AFTER_SECONDS and no
+    # provider lookup to ask (delivery/reconcile.py); a report that comes later still settles it.
+    S.SENT: frozenset({S.DELIVERED, S.UNDELIVERED, S.FAILED, S.UNKNOWN}),
     # unknown is resolved by a delivery report or a provider lookup, never by a blind re-send.
     S.UNKNOWN: frozenset({S.SENT, S.DELIVERED, S.UNDELIVERED, S.FAILED}),
     S.DELIVERED: frozenset(),

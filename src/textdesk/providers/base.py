@@ -4,10 +4,12 @@
 
     ProviderError(code, message, retryable, retry_after)   a send or lookup failed
     ├── Throttled          retryable; the provider said slow down (HTTP 429, SMPP ESME_RTHROTTLED)
-    ├── TemporaryFailure   retryable; 5xx, connection refused, SMPP not bound
-    │   └── AmbiguousFailure  the request may have reached the provider (read timeout, connection
-    │                         dropped after sending): re-sent only where the provider
-    │                         de-duplicates by our idempotency key, otherwise ``unknown``
+    ├── TemporaryFailure   retryable; 5xx, connection refused, SMPP window full
+    │   ├── AmbiguousFailure  the request may have reached the provider (read timeout, connection
+    │   │                     dropped after sending): re-sent only where the provider
+    │   │                     de-duplicates by our idempotency key, otherwise ``unknown``
+    │   └── Unavailable    the channel cannot send anything now and the message never left
+    │                      (SMPP not bound): the channel pauses, the message waits, no attempt
     ├── PermanentFailure   not retryable; bad request, rejected content, carrier block
     │   ├── InvalidNumber  the destination is not a reachable mobile number
     │   └── OptedOut       the recipient opted out at the provider (Twilio 21610, Telnyx 40300)
@@ -18,7 +20,8 @@
                            the wrong media type (answer its 4xx ``status``, change nothing)
 
 The core decides what to do with each (retry with backoff, fail, record an opt-out, pause the
-channel); adapters only translate.
+channel: ``AuthFailure`` and ``Unavailable`` pause it at once, and the message waits for it
+without using an attempt); adapters only translate.
 
 An adapter is built per channel from the channel's ``config`` (credentials, never logged) and
 the shared provider client (``textdesk.httpclient.ProviderHttp``). Sending is async because
@@ -55,6 +58,21 @@ class TemporaryFailure(ProviderError):
 
 
 class AmbiguousFailure(TemporaryFailure):
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        provider_message_id: str | None = None,
+    ) -> None:
+        super().__init__(code, message, retry_after=retry_after)
+        #: An id the adapter will report this message's later news under (SMPP: receipts and a
+        #: late answer of a submit left in doubt); the core stores it on the message.
+        self.provider_message_id = provider_message_id
+
+
+class Unavailable(TemporaryFailure):
     pass
 
 
@@ -129,6 +147,9 @@ class StatusReport:
     error_code: str | None = None
     error_message: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict)
+    #: The provider refused or dropped the message because the recipient opted out with it
+    #: (Twilio 21610, Telnyx 40300 in a callback): the core records the opt-out, as for a STOP.
+    opted_out: bool = False
 
 
 @dataclass(frozen=True)

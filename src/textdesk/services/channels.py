@@ -161,3 +161,31 @@ def list_channels(conn: Connection, org_id: int) -> list[Channel]:
         sa.select(channels).where(channels.c.org_id == org_id).order_by(channels.c.id)
     )
     return [Channel.from_row(r) for r in rows]
+
+
+# --- the circuit breaker's state -----------------------------------------------------------------
+#
+# ``paused_until`` ahead: the circuit is open and claims skip the channel. ``pause_reason`` set
+# but ``paused_until`` passed: half-open, the next claim takes one probe message
+# (``delivery/outbox.claim``). Both cleared: closed. The reason is what the home page's banner
+# and the API show.
+
+
+def pause_channel(db: Database, channel_id: int, *, until: datetime, reason: str) -> None:
+    """Open the circuit: nothing is claimed for the channel before ``until``."""
+    with db.write() as conn:
+        conn.execute(
+            sa.update(channels)
+            .where(channels.c.id == channel_id)
+            .values(paused_until=until, pause_reason=reason[:1000])
+        )
+
+
+def resume_channel(db: Database, channel_id: int) -> None:
+    """Close the circuit: the provider answered a probe."""
+    with db.write() as conn:
+        conn.execute(
+            sa.update(channels)
+            .where(channels.c.id == channel_id, channels.c.pause_reason.is_not(None))
+            .values(paused_until=None, pause_reason=None)
+        )

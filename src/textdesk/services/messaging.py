@@ -1118,6 +1118,12 @@ def _lock_key(channel_id: int, provider_id: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
+def clears_error(report: StatusReport) -> bool:
+    """A report that the message went out (``sent``, ``delivered``) with no error of its own:
+    the error of an earlier attempt or of a doubt (a timeout) no longer describes it."""
+    return report.status in (S.SENT, S.DELIVERED) and not report.error_code
+
+
 def apply_status(db: Database, channel_id: int, report: StatusReport, *, actor: str) -> bool:
     """Apply a delivery report. Returns False when no message has that provider id (yet): the
     report is parked in ``orphan_reports`` and applied when the send result is stored."""
@@ -1156,6 +1162,7 @@ def apply_statuses(db: Database, reports: Sequence[tuple[int, StatusReport, str]
         events: list[dict[str, Any]] = []
         orphans: list[dict[str, Any]] = []
         changed: dict[int, dict[str, Any]] = {}
+        opt_outs: dict[int, tuple[int, str]] = {}  # message id -> (org id, provider code)
         for channel_id, report, actor in reports:
             key = (channel_id, report.provider_message_id)
             hit = current.get(key)
@@ -1168,6 +1175,7 @@ def apply_statuses(db: Database, reports: Sequence[tuple[int, StatusReport, str]
                         "status": report.status,
                         "error_code": report.error_code,
                         "error_detail": report.error_message,
+                        "opted_out": report.opted_out,
                         "created_at": now,
                     }
                 )
@@ -1177,6 +1185,8 @@ def apply_statuses(db: Database, reports: Sequence[tuple[int, StatusReport, str]
             if not can_advance(status, report.status):
                 continue
             current[key] = (message_id, org_id, report.status)
+            if report.opted_out:
+                opt_outs.setdefault(message_id, (org_id, report.error_code or "opted_out"))
             values = changed.setdefault(
                 message_id,
                 {
@@ -1185,6 +1195,7 @@ def apply_statuses(db: Database, reports: Sequence[tuple[int, StatusReport, str]
                     "delivered_at": None,
                     "error_code": None,
                     "error_detail": None,
+                    "clear": False,
                 },
             )
             values["new"] = report.status
@@ -1193,6 +1204,9 @@ def apply_statuses(db: Database, reports: Sequence[tuple[int, StatusReport, str]
             if report.error_code:
                 values["error_code"] = report.error_code
                 values["error_detail"] = report.error_message
+                values["clear"] = False
+            else:
+                values["clear"] = clears_error(report)
             events.append(
                 event_row(
                     org_id=org_id,
@@ -1209,6 +1223,8 @@ def apply_statuses(db: Database, reports: Sequence[tuple[int, StatusReport, str]
         if changed:
             _update_statuses(conn, list(changed.values()), now)
         add_events(conn, events)
+        if opt_outs:
+            _record_opt_outs(conn, opt_outs, now)
         if orphans:
             conn.execute(orphan_reports.insert(), orphans)
     return found
@@ -1276,8 +1292,14 @@ _STATUS_UPDATE = (
         delivered_at=sa.func.coalesce(
             sa.bindparam("delivered_at", type_=UTCDateTime()), messages.c.delivered_at
         ),
-        error_code=sa.func.coalesce(sa.bindparam("error_code"), messages.c.error_code),
-        error_detail=sa.func.coalesce(sa.bindparam("error_detail"), messages.c.error_detail),
+        error_code=sa.case(
+            (sa.bindparam("clear", type_=sa.Boolean()), sa.null()),
+            else_=sa.func.coalesce(sa.bindparam("error_code"), messages.c.error_code),
+        ),
+        error_detail=sa.case(
+            (sa.bindparam("clear", type_=sa.Boolean()), sa.null()),
+            else_=sa.func.coalesce(sa.bindparam("error_detail"), messages.c.error_detail),
+        ),
     )
 )
 
@@ -1300,12 +1322,13 @@ def _update_statuses(conn: Connection, rows: list[dict[str, Any]], now: datetime
             "delivered": [r["delivered_at"] for r in rows],
             "codes": [r["error_code"] for r in rows],
             "details": [r["error_detail"] for r in rows],
+            "clears": [r["clear"] for r in rows],
             "now": now,
         },
     )
 
 
-#: The batch as six arrays: one statement text, compiled once and parsed with seven parameters
+#: The batch as seven arrays: one statement text, compiled once and parsed with eight parameters
 #: (a literal ``VALUES`` list was rendered and parsed anew for every batch).
 _STATUS_UPDATE_PG = sa.text(
     """
@@ -1313,19 +1336,35 @@ _STATUS_UPDATE_PG = sa.text(
         status = v.new,
         updated_at = :now,
         delivered_at = coalesce(v.delivered_at, m.delivered_at),
-        error_code = coalesce(v.error_code, m.error_code),
-        error_detail = coalesce(v.error_detail, m.error_detail)
+        error_code = CASE WHEN v.clear THEN NULL ELSE coalesce(v.error_code, m.error_code) END,
+        error_detail = CASE WHEN v.clear THEN NULL
+                       ELSE coalesce(v.error_detail, m.error_detail) END
     FROM unnest(
         CAST(:mids AS bigint[]),
         CAST(:was AS text[]),
         CAST(:new AS text[]),
         CAST(:delivered AS timestamptz[]),
         CAST(:codes AS text[]),
-        CAST(:details AS text[])
-    ) AS v(mid, was, new, delivered_at, error_code, error_detail)
+        CAST(:details AS text[]),
+        CAST(:clears AS boolean[])
+    ) AS v(mid, was, new, delivered_at, error_code, error_detail, clear)
     WHERE m.id = v.mid AND m.status = v.was
     """
 ).bindparams(sa.bindparam("now", type_=UTCDateTime()))
+
+
+def _record_opt_outs(conn: Connection, found: dict[int, tuple[int, str]], now: datetime) -> None:
+    """The provider says these messages' recipients opted out with it (a report, not a send
+    refusal): the ledger gets it as it would a STOP, once, with the transition that says so
+    (a repeated callback cannot move the message again, so it records nothing more)."""
+    rows = conn.execute(
+        sa.select(messages.c.id, contacts.c.phone_e164)
+        .join(contacts, contacts.c.id == messages.c.contact_id)
+        .where(messages.c.id.in_(sorted(found)))
+    ).all()
+    for row in rows:
+        org_id, code = found[row.id]
+        consent.provider_opt_out(conn, org_id, row.phone_e164, row.id, code, now)
 
 
 def _advance(
@@ -1345,6 +1384,8 @@ def _advance(
     if report.error_code:
         values["error_code"] = report.error_code
         values["error_detail"] = report.error_message
+    elif clears_error(report):
+        values["error_code"] = values["error_detail"] = None
     updated = conn.execute(
         sa.update(messages)
         .where(messages.c.id == message_id, messages.c.status == current)
@@ -1367,6 +1408,8 @@ def _advance(
                 )
             ],
         )
+        if report.opted_out:
+            _record_opt_outs(conn, {message_id: (org_id, report.error_code or "opted_out")}, now)
 
 
 def orphaned_ids(conn: Connection, keys: Sequence[tuple[int, str]]) -> set[tuple[int, str]]:
@@ -1421,7 +1464,11 @@ def apply_orphans(
             sa.select(messages.c.status).where(messages.c.id == message_id)
         ).scalar_one()
         report = StatusReport(
-            provider_id, MessageStatus(orphan.status), orphan.error_code, orphan.error_detail
+            provider_id,
+            MessageStatus(orphan.status),
+            orphan.error_code,
+            orphan.error_detail,
+            opted_out=orphan.opted_out,
         )
         _advance(conn, message_id, org_id, MessageStatus(current), report, "system:orphan", now)
     if rows:

@@ -207,6 +207,7 @@ orphan_reports = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("error_code", sa.String(64)),
     sa.Column("error_detail", sa.Text()),
+    sa.Column("opted_out", sa.Boolean(), nullable=False, server_default=sa.false()),
     _created(),
     sa.Index("ix_orphan_reports_channel_provider_id", "channel_id", "provider_message_id"),
 )

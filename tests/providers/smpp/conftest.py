@@ -66,25 +66,36 @@ class Peer:
         destination: str = "15550001111",
         esm_class: int = 0,
         data_coding: int = 0,
-        tlvs: dict[str, int] | None = None,
+        tlvs: dict[str, int | str] | None = None,
+        sequence_number: int | None = None,
+        repeat: int = 1,
     ) -> None:
-        self._post(
-            "/deliver",
-            {
-                "source_addr": source,
-                "destination_addr": destination,
-                "esm_class": esm_class,
-                "data_coding": data_coding,
-                "short_message_hex": short_message.hex(),
-                "tlvs": tlvs or {},
-            },
-        )
+        """A deliver_sm to every bound session; ``repeat`` sends the very same PDU (one
+        sequence number) that many times, as an SMSC re-delivering it does."""
+        body: dict[str, Any] = {
+            "source_addr": source,
+            "destination_addr": destination,
+            "esm_class": esm_class,
+            "data_coding": data_coding,
+            "short_message_hex": short_message.hex(),
+            "tlvs": tlvs or {},
+            "repeat": repeat,
+        }
+        if sequence_number is not None:
+            body["sequence_number"] = sequence_number
+        self._post("/deliver", body)
 
     def enquire_link(self) -> None:
         self._post("/enquire_link")
 
     def drop(self) -> int:
         return int(self._post("/drop")["dropped"])
+
+    def outage(self, down: bool) -> None:
+        """``True``: the SMSC goes away (connections dropped, new ones closed at once)."""
+        self.configure(down=down)
+        if down:
+            self.drop()
 
     def bound_sessions(self) -> int:
         return int(self._http.get("/sessions").json()["bound"])

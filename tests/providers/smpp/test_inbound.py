@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from textdesk.providers.smpp import config, validate_config
-from textdesk.providers.smpp.inbound import Reassembler, address_to_e164
+from textdesk.providers.smpp.inbound import Reassembler, address_to_e164, mo_key
 from textdesk.providers.smpp.pdu import DeliverSm
 from textdesk.providers.smpp.text import gsm_encode
 
@@ -104,6 +106,45 @@ def test_incomplete_set_is_delivered_after_the_timeout() -> None:
     assert sms.body == "first third"
     assert sms.raw["missing_parts"] == [2]
     assert reassembler.pending == 0
+
+
+DAY = date(2026, 5, 14)
+
+
+def test_a_pdu_sent_again_on_its_connection_has_the_same_key() -> None:
+    again = dataclasses.replace(mo(b"Yes"), sequence=1)
+    assert mo_key(mo(b"Yes"), "conn-1", DAY) == mo_key(again, "conn-1", DAY)
+    later = dataclasses.replace(mo(b"Yes"), sequence=2)
+    assert mo_key(later, "conn-1", DAY) != mo_key(mo(b"Yes"), "conn-1", DAY), "a second Yes"
+    assert mo_key(mo(b"Yes"), "conn-2", DAY) != mo_key(mo(b"Yes"), "conn-1", DAY)
+    assert mo_key(mo(b"No"), "conn-1", DAY) != mo_key(mo(b"Yes"), "conn-1", DAY)
+
+
+def test_the_smscs_id_or_the_senders_reference_identify_a_message_across_connections() -> None:
+    by_id = dataclasses.replace(mo(b"Yes"), receipted_message_id="MO-77", sequence=9)
+    assert mo_key(by_id, "conn-1", DAY) == mo_key(
+        dataclasses.replace(by_id, sequence=12), "conn-2", DAY
+    )
+    by_ref = dataclasses.replace(mo(b"Yes"), user_message_reference=42)
+    assert mo_key(by_ref, "conn-1", DAY) == mo_key(
+        dataclasses.replace(by_ref, sequence=5), "conn-2", DAY
+    )
+    # The reference counts to 255 and starts again: on another day it is another message.
+    assert mo_key(by_ref, "conn-1", DAY) != mo_key(by_ref, "conn-1", date(2026, 6, 1))
+
+
+def test_ids_follow_the_keys_and_a_part_sent_again_after_its_set_is_dropped() -> None:
+    single = Reassembler(60).add(mo(b"Yes"), "k1")
+    assert single is not None and single.provider_message_id == "smpp-mo-k1"
+    clock = Clock()
+    reassembler = Reassembler(60, clock=clock)
+    parts = [mo(bytes([5, 0, 3, 7, 2, n]) + b"half ", esm_class=0x40) for n in (1, 2)]
+    assert reassembler.add(parts[0], "p1") is None
+    whole = reassembler.add(parts[1], "p2")
+    assert whole is not None and whole.provider_message_id.startswith("smpp-mo-")
+    assert reassembler.add(parts[1], "p2") is None and reassembler.pending == 0
+    clock.now = 61  # long after: the same key is news again (the core still has its id)
+    assert reassembler.add(parts[1], "p2") is None and reassembler.pending == 1
 
 
 def test_addresses() -> None:

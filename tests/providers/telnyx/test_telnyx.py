@@ -565,6 +565,16 @@ def test_every_telnyx_status(telnyx_status: str, ours: MessageStatus | None) -> 
         assert report.status is ours
 
 
+def test_a_stop_block_in_a_webhook_says_opted_out() -> None:
+    event = json.loads(fixture("message_finalized_delivery_failed.json"))
+    event["data"]["payload"]["errors"] = [{"code": "40300", "title": "Blocked due to STOP"}]
+    report = offline().parse_status(request_with(event))
+    assert isinstance(report, StatusReport)
+    assert report.error_code == "telnyx:40300" and report.opted_out
+    other = offline().parse_status(request_with(fixture("message_finalized_delivery_failed.json")))
+    assert isinstance(other, StatusReport) and not other.opted_out
+
+
 def test_error_without_title_uses_our_description() -> None:
     event = json.loads(fixture("message_finalized_delivery_failed.json"))
     event["data"]["payload"]["errors"] = [{"code": "40003"}]

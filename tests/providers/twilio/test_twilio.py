@@ -598,6 +598,7 @@ def test_callbacks_without_a_message_are_not_inbound(body: bytes) -> None:
                 MessageStatus.FAILED,
                 "twilio:21610",
                 "the recipient has unsubscribed (replied STOP)",
+                opted_out=True,  # the core records it in the consent ledger
             ),
         ),
     ],

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import logging
 import uuid
 import zlib
@@ -50,11 +51,13 @@ from textdesk.providers.base import (
     SignatureError,
     StatusReport,
     TemporaryFailure,
+    Unavailable,
     WebhookRequest,
 )
 from textdesk.providers.smpp import codes, pdu, text
 from textdesk.providers.smpp.config import SmppConfig
-from textdesk.providers.smpp.inbound import Reassembler
+from textdesk.providers.smpp.doubt import Answer, provisional_id
+from textdesk.providers.smpp.inbound import Reassembler, mo_key
 from textdesk.providers.smpp.receipts import ReceiptTracker, parse_receipt
 from textdesk.providers.smpp.session import Session, Submit, SubmitFailure, SubmitOutcome
 
@@ -154,7 +157,9 @@ class SmppProvider:
                 raise PermanentFailure(
                     "smpp:bad_request", f"cannot encode submit_sm: {exc}"
                 ) from None
-            outcome, canonical_id = await self._submit(raw)
+            outcome, canonical_id, answer = await self._submit(raw)
+            if outcome.failure is not None and outcome.failure.may_have_been_sent:
+                raise self._in_doubt(outcome, answer, ids, number, len(parts))
             if outcome.failure is not None or outcome.status != codes.ESME_ROK:
                 raise self._error(outcome, number, len(parts))
             if not canonical_id:
@@ -180,39 +185,99 @@ class SmppProvider:
                 raise AuthFailure(error.code, error.message)
             if loop.time() >= deadline:
                 reason = f" ({error.message})" if error is not None else ""
-                raise TemporaryFailure(
+                raise Unavailable(
                     "smpp:not_bound", _FAILURE_MESSAGES[SubmitFailure.NOT_BOUND] + reason
                 )
             await asyncio.sleep(0.02)
 
-    async def _submit(self, raw: bytes) -> _Outcome:
+    async def _submit(self, raw: bytes) -> tuple[SubmitOutcome, str, Answer]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[_Outcome] = loop.create_future()
         tracker = self.tracker
+        answer = Answer()
 
         def done(outcome: SubmitOutcome) -> None:
             # On the session thread: record the id before any later receipt is read.
             canonical = ""
             if outcome.failure is None and outcome.status == codes.ESME_ROK:
                 canonical = tracker.note_submitted(outcome.message_id)
-            _resolve_threadsafe(loop, future, (outcome, canonical))
+            if answer.arrive(outcome, canonical):
+                _resolve_threadsafe(loop, future, (outcome, canonical))
 
         item: Submit = self._session.submit(raw, done)
         try:
-            return await asyncio.wait_for(future, self.config.submit_timeout)
+            outcome, canonical = await asyncio.wait_for(future, self.config.submit_timeout)
         except TimeoutError:
             sent = item.cancel()
             failure = SubmitFailure.TIMEOUT if sent else SubmitFailure.WINDOW_FULL
-            return SubmitOutcome(failure=failure), ""
+            outcome, canonical = SubmitOutcome(failure=failure), ""
         finally:
             item.cancel()
+        if outcome.failure is not None and outcome.failure.may_have_been_sent:
+            # From now on an answer is late (it settles the doubt); one that came just now
+            # is the answer after all.
+            arrived = answer.stop_waiting()
+            if arrived is not None:
+                outcome, canonical = arrived
+        return outcome, canonical, answer
+
+    def _in_doubt(
+        self, outcome: SubmitOutcome, answer: Answer, accepted: list[str], number: int, total: int
+    ) -> AmbiguousFailure:
+        """The SMSC may have taken part ``number``: the message gets a provisional id that the
+        receipts of its accepted parts, and the part's late answer, will report under."""
+        error = self._error(outcome, number, total)
+        doubt = provisional_id()
+        if accepted:
+            self.tracker.note_doubt(doubt, accepted)
+            # Receipts of the earlier parts may have come while this one was awaited.
+            early = self.tracker.early_doubt(doubt, accepted)
+            if early is not None:
+                self._push_nowait(lambda sink: sink.status(self.context.channel_id, early))
+
+        def late(late_outcome: SubmitOutcome, canonical: str) -> None:
+            self._late_answer(doubt, late_outcome, canonical, number, total)
+
+        answer.then(late)
+        return AmbiguousFailure(error.code, error.message, provider_message_id=doubt)
+
+    def _late_answer(
+        self, doubt: str, outcome: SubmitOutcome, canonical: str, number: int, total: int
+    ) -> None:
+        """The answer to a submit left in doubt, come after all (session thread, or the event
+        loop if it came just as ``send()`` gave up): report what it settles."""
+        report: StatusReport | None = None
+        if outcome.status == codes.ESME_ROK and canonical:
+            self.tracker.note_late(doubt, canonical, number, last=number == total)
+            early = self.tracker.early_status([canonical])  # its receipt may have come first
+            if early is not None and number == total:
+                report = dataclasses.replace(early, provider_message_id=doubt)
+            elif number == total:
+                # Every part was accepted, the last one late: the message went out.
+                report = StatusReport(doubt, MessageStatus.SENT, raw={"late_answer": canonical})
+        elif outcome.status != codes.ESME_ROK:
+            error = codes.error_for_status(outcome.status)
+            report = StatusReport(
+                doubt,
+                MessageStatus.FAILED,
+                error.code,
+                f"the SMSC refused part {number} of {total} after all: {error.message}",
+            )
+        if report is not None:
+            final = report
+            self._push_nowait(lambda sink: sink.status(self.context.channel_id, final))
 
     def _error(self, outcome: SubmitOutcome, number: int, total: int) -> ProviderError:
         suffix = f" (part {number} of {total}; earlier parts were accepted)" if number > 1 else ""
         if outcome.failure is not None:
             # The SMSC may have taken a submit it did not answer: the core must not re-send it
             # blindly (SMPP does not de-duplicate), hence AmbiguousFailure.
-            cls = AmbiguousFailure if outcome.failure.may_have_been_sent else TemporaryFailure
+            cls: type[TemporaryFailure] = TemporaryFailure
+            if outcome.failure.may_have_been_sent:
+                cls = AmbiguousFailure
+            elif outcome.failure is SubmitFailure.NOT_BOUND and number == 1:
+                # Nothing of the message left: the channel is down, not the message at fault.
+                cls = Unavailable
             return cls(f"smpp:{outcome.failure.value}", _FAILURE_MESSAGES[outcome.failure] + suffix)
         return codes.error_for_status(outcome.status, suffix=suffix)
 
@@ -239,7 +304,8 @@ class SmppProvider:
                 return codes.ESME_ROK
             report = routed.report
             return self._push(lambda sink: sink.status(self.context.channel_id, report))
-        sms = self._reassembler.add(message)
+        key = mo_key(message, self._session.epoch, datetime.now(UTC).date())
+        sms = self._reassembler.add(message, key)
         if sms is None:
             return codes.ESME_ROK
         return self._push_inbound(sms)
@@ -251,6 +317,22 @@ class SmppProvider:
 
     def _push_inbound(self, sms: InboundSms) -> int:
         return self._push(lambda sink: sink.inbound(self.context.channel_id, sms))
+
+    def _push_nowait(self, call: Callable[[ReportSink], Awaitable[None]]) -> None:
+        """Hand a report to the sink without waiting for it (nothing to acknowledge)."""
+        sink, loop = self.context.sink, self._loop
+        if sink is None or loop is None or loop.is_closed():
+            log.error("smpp: no report sink for channel %s; dropped", self.context.channel_id)
+            return
+
+        async def run() -> None:
+            try:
+                await call(sink)
+            except Exception:
+                log.exception("smpp: storing a report for a message in doubt failed")
+
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            asyncio.run_coroutine_threadsafe(run(), loop)
 
     def _push(self, call: Callable[[ReportSink], Awaitable[None]]) -> int:
         """Run a sink call on the event loop and wait (a little) for it, so the deliver_sm is

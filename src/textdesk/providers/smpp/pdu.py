@@ -95,6 +95,7 @@ class DeliverSm:
     sar_msg_ref_num: int | None = None
     sar_total_segments: int | None = None
     sar_segment_seqnum: int | None = None
+    user_message_reference: int | None = None
 
     @property
     def payload(self) -> bytes:
@@ -220,4 +221,5 @@ def deliver_sm(data: bytes) -> DeliverSm:
         sar_msg_ref_num=_int(pdu.sar_msg_ref_num),
         sar_total_segments=_int(pdu.sar_total_segments),
         sar_segment_seqnum=_int(pdu.sar_segment_seqnum),
+        user_message_reference=_int(getattr(pdu, "user_message_reference", None)),
     )

@@ -186,10 +186,15 @@ class _TtlMap(Generic[_K, _V]):
 
 @dataclass
 class _Group:
-    """The parts of one concatenated message; the last part's id is the message's id."""
+    """The parts of one concatenated message; the last part's id is the message's id.
+
+    A message left in doubt (a submit unanswered in time) has a provisional ``main_id`` instead
+    (the core stores it as the message's provider id): receipts for the parts the SMSC did
+    accept, and for the part in doubt once a late answer gives its id, report under it."""
 
     main_id: str
     part_ids: tuple[str, ...]
+    in_doubt: bool = False
 
 
 @dataclass(frozen=True)
@@ -225,7 +230,10 @@ class ReceiptTracker:
         self._submitted: _TtlMap[tuple[str, str | int], str] = _TtlMap(
             self.SUBMITTED_TTL, size, clock
         )
-        self._groups: _TtlMap[str, tuple[_Group, int]] = _TtlMap(self.SUBMITTED_TTL, size, clock)
+        # part id -> (its message, its part number, whether its receipt decides "delivered")
+        self._groups: _TtlMap[str, tuple[_Group, int, bool]] = _TtlMap(
+            self.SUBMITTED_TTL, size, clock
+        )
 
     def _keys(self, message_id: str) -> set[tuple[str, str | int]]:
         # Fixed formats make ids canonical, so only the exact text matches; "auto" also
@@ -255,7 +263,44 @@ class ReceiptTracker:
         group = _Group(main_id=ids[-1], part_ids=ids)
         with self._lock:
             for number, part_id in enumerate(ids[:-1], start=1):
-                self._groups.put(part_id, (group, number))
+                self._groups.put(part_id, (group, number, False))
+
+    def note_doubt(self, main_id: str, accepted_ids: Iterable[str]) -> None:
+        """A message left in doubt under the provisional ``main_id``: the receipts of the parts
+        the SMSC accepted (``accepted_ids``, in order) report under it."""
+        group = _Group(main_id=main_id, part_ids=tuple(accepted_ids), in_doubt=True)
+        with self._lock:
+            for number, part_id in enumerate(group.part_ids, start=1):
+                self._groups.put(part_id, (group, number, False))
+
+    def early_doubt(self, main_id: str, accepted_ids: Iterable[str]) -> StatusReport | None:
+        """What receipts that came before the doubt was noted (while ``send()`` waited for a
+        later part) say about the message in doubt ``main_id``: a failed part fails it, a
+        delivered one makes it sent."""
+        ids = tuple(accepted_ids)
+        if not ids:
+            return None
+        with self._lock:
+            found: list[tuple[int, Receipt]] = []
+            for number, part_id in enumerate(ids, start=1):
+                for key in self._keys(part_id):
+                    hit = self._early.get(key)
+                    if hit is not None:
+                        found.append((number, hit[1]))
+                        break
+        for number, receipt in found:
+            if receipt.status is not MessageStatus.DELIVERED:
+                return report_for(receipt, main_id, part=number)
+        if found:
+            return StatusReport(main_id, MessageStatus.SENT)
+        return None
+
+    def note_late(self, main_id: str, part_id: str, number: int, *, last: bool) -> None:
+        """The part in doubt was accepted after all, as ``part_id``: its receipt reports under
+        ``main_id``, and decides "delivered" when it was the message's ``last`` part."""
+        group = _Group(main_id=main_id, part_ids=(part_id,), in_doubt=True)
+        with self._lock:
+            self._groups.put(part_id, (group, number, last))
 
     def _resolve(self, receipt: Receipt) -> str:
         if self.id_format != "auto":
@@ -285,8 +330,13 @@ class ReceiptTracker:
             member = self._groups.get(receipt_id)
         if member is None:
             return Routed(receipt_id, report_for(receipt, receipt_id))
-        group, number = member
+        group, number, decides = member
+        if decides:
+            return Routed(receipt_id, report_for(receipt, group.main_id))
         if status is MessageStatus.DELIVERED:
+            if group.in_doubt:
+                # A part of a message in doubt arrived: the SMSC has the message, it is sent.
+                return Routed(receipt_id, StatusReport(group.main_id, MessageStatus.SENT))
             # The last part's receipt decides "delivered"; an earlier part's adds nothing.
             return Routed(receipt_id, None)
         return Routed(receipt_id, report_for(receipt, group.main_id, part=number))

@@ -15,7 +15,9 @@ thread through a socket pair. Submits are answered through their ``on_done`` cal
 this thread except when the session is not bound at the time of the call.
 
 On connection loss every submit in flight fails with ``connection_lost`` (its outcome is unknown:
-the SMSC may have accepted it) and every queued one with ``not_bound`` (it never left).
+the SMSC may have accepted it) and every queued one with ``not_bound`` (it never left). A submit
+that timed out is remembered while its connection lasts: an answer that comes after all is
+handed to its callback again (``Submit.answer_late``), which settles the message left in doubt.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import select
 import socket
 import threading
 import time
+import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,6 +51,8 @@ BIND_TIMEOUT = 10.0
 UNBIND_TIMEOUT = 2.0
 #: How often the thread wakes up when nothing happens (timers: keepalive, submit expiry, ticks).
 TICK = 0.25
+#: Timed-out submits whose answer we still take, per connection (the most recent ones).
+EXPIRED_KEPT = 10_000
 
 
 def backoff_delay(attempt: int, jitter: Callable[[], float] = random.random) -> float:
@@ -121,6 +126,14 @@ class Submit:
             if self._done:
                 return
             self._done = True
+        self._call(outcome)
+
+    def answer_late(self, outcome: SubmitOutcome) -> None:
+        """The SMSC's answer to a submit already finished as ``TIMEOUT``: passed on all the
+        same, so the submitter can settle the message it left in doubt."""
+        self._call(outcome)
+
+    def _call(self, outcome: SubmitOutcome) -> None:
         try:
             self._on_done(outcome)
         except Exception:
@@ -163,6 +176,8 @@ class Session:
         self._lock = threading.Lock()
         self._queue: deque[Submit] = deque()
         self._inflight: OrderedDict[int, Submit] = OrderedDict()
+        # Submits that timed out on this connection, by sequence: their answer may still come.
+        self._expired: OrderedDict[int, Submit] = OrderedDict()
         self._bound = False
         self._last_error: ProviderError | None = None
         self._stopping = threading.Event()
@@ -172,6 +187,7 @@ class Session:
         self._wake_w.setblocking(False)
         self._sequence = 0
         self._binds = 0
+        self._epoch = ""
         # Keepalive state, touched by the session thread only.
         self._last_rx = 0.0
         self._enquire_seq: int | None = None
@@ -188,6 +204,12 @@ class Session:
     def binds(self) -> int:
         """How many times the session bound successfully (reconnects included)."""
         return self._binds
+
+    @property
+    def epoch(self) -> str:
+        """A token of the current connection (new at every bind): the SMSC numbers its PDUs per
+        connection, so a sequence number means something only together with it."""
+        return self._epoch
 
     @property
     def last_error(self) -> ProviderError | None:
@@ -326,6 +348,7 @@ class Session:
                     with self._lock:
                         self._bound = True
                     self._binds += 1
+                    self._epoch = uuid.uuid4().hex
                     self._last_error = None
                     log.info("%s: bound to %s:%s", self._name, self._config.host, self._config.port)
                     return
@@ -374,12 +397,18 @@ class Session:
         command = header.command_id
         if command in (codes.SUBMIT_SM_RESP, codes.GENERIC_NACK):
             item = self._inflight.pop(header.sequence, None)
-            if item is None:
+            late = None if item is not None else self._expired.pop(header.sequence, None)
+            if item is None and late is None:
                 if command == codes.GENERIC_NACK:
                     log.warning("%s: generic_nack 0x%02X", self._name, header.status)
                 return True
             message_id = pdu.message_id(raw) if command == codes.SUBMIT_SM_RESP else ""
-            item.finish(SubmitOutcome(status=header.status, message_id=message_id))
+            outcome = SubmitOutcome(status=header.status, message_id=message_id)
+            if item is not None:
+                item.finish(outcome)
+            elif late is not None:
+                log.info("%s: late answer to submit_sm %d", self._name, header.sequence)
+                late.answer_late(outcome)
         elif command == codes.DELIVER_SM:
             status = self._deliver(raw)
             sock.sendall(pdu.response(codes.DELIVER_SM_RESP, header.sequence, status))
@@ -427,6 +456,9 @@ class Session:
                 break
             del self._inflight[sequence]
             item.finish(SubmitOutcome(failure=SubmitFailure.TIMEOUT))
+            self._expired[sequence] = item
+            while len(self._expired) > EXPIRED_KEPT:
+                self._expired.popitem(last=False)
 
     def _unbind(self, sock: socket.socket, frames: _Frames) -> None:
         sequence = self._next_sequence()
@@ -444,6 +476,7 @@ class Session:
     def _unbound(self, failure: SubmitFailure) -> None:
         with self._lock:
             self._bound = False
+        self._expired.clear()  # answers come on the connection the submit went out on
         self._fail_all(failure)
 
     def _fail_all(self, in_flight: SubmitFailure) -> None:

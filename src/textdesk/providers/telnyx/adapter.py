@@ -247,6 +247,7 @@ def _report(
 ) -> StatusReport:
     """A webhook's or a retrieved message's status with its first error, if any."""
     error_code = error_message = None
+    code = ""
     errors = payload.get("errors")
     if isinstance(errors, list) and errors:
         first_error = _mapping(errors[0])
@@ -264,6 +265,7 @@ def _report(
         error_code=error_code,
         error_message=error_message,
         raw=raw,
+        opted_out=codes.SEND_ERRORS.get(code) is codes.Kind.OPTED_OUT,
     )
 
 

@@ -234,6 +234,7 @@ def _report(
     """A status callback's or a looked-up Message's status, error code ("0": none) and text."""
     error_code: str | None = None
     error_message: str | None = None
+    number: int | None = None
     raw_code = (raw_code or "").strip()
     if raw_code and raw_code != "0":
         error_code = codes.namespaced(raw_code)
@@ -245,6 +246,8 @@ def _report(
         error_code=error_code,
         error_message=error_message,
         raw=raw,
+        # 21610 after Twilio accepted the message: the recipient had replied STOP to Twilio.
+        opted_out=number is not None and codes.SEND_ERRORS.get(number) is codes.Kind.OPTED_OUT,
     )
 
 

@@ -23,8 +23,13 @@ class ChannelOut(BaseModel):
     number_type: NumberType
     rate_per_second: float
     is_active: bool
-    paused_until: datetime | None = Field(description="set while the circuit breaker holds it")
-    pause_reason: str | None
+    paused_until: datetime | None = Field(
+        description="set while the circuit breaker holds it; its messages wait until then"
+    )
+    pause_reason: str | None = Field(
+        description="why it is paused (failures, refused credentials, not bound); kept while "
+        "the channel is tried again after the pause, cleared once the provider answers"
+    )
     created_at: datetime
 
 
