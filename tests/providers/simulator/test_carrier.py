@@ -299,6 +299,7 @@ async def test_stats_and_reset() -> None:
             "callbacks_failed": 0,
             "distinct_keys": 2,
             "max_sends_per_key": 2,
+            "repeats_accepted": 1,  # "b" is the same text as "a" under another key
             "pending_callbacks": 2,
         }
         r = await h.api.post("/v1/reset")
@@ -310,6 +311,25 @@ async def test_stats_and_reset() -> None:
         # The key is free again after a reset.
         assert (await h.provider.send(sms(key="a"))).provider_message_id
         assert h.carrier.stats()["accepted"] == 1
+
+
+async def test_a_message_accepted_again_under_another_key_is_counted_as_a_repeat() -> None:
+    """The key counters cannot see a re-send under a new key (or none); the recipient would
+    get the text twice, and ``repeats_accepted`` says so."""
+    async with harness(dlr_delay_ms=60_000) as h:
+        await h.provider.send(sms(key="first", body="Your table is ready"))
+        await h.provider.send(sms(key="first", body="Your table is ready"))  # suppressed
+        assert h.carrier.stats()["repeats_accepted"] == 0
+        await h.provider.send(sms(key="second", body="Your table is ready"))
+        no_key = {"from": SENDER, "to": "+12025550123", "body": "Your table is ready"}
+        assert (await h.carrier.submit(no_key)).status_code == 200
+        await h.provider.send(sms(key="third", body="Your table is ready!"))  # another text
+        await h.provider.send(sms(key="fourth", to="+12025550124", body="Your table is ready"))
+        stats = h.carrier.stats()
+        assert (stats["accepted"], stats["repeats_accepted"]) == (5, 2)
+        h.carrier.reset()
+        await h.provider.send(sms(key="again", body="Your table is ready"))
+        assert h.carrier.stats()["repeats_accepted"] == 0
 
 
 async def test_records_are_compact() -> None:
