@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import time
 from typing import Any
 
@@ -9,7 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import Org
-from textdesk.services import contacts
+from tests.web.test_ui import login
+from textdesk.services import contacts, exports
 from textdesk.store.db import Database
 
 GOOD = b"Mobile,First Name,State\n(201) 555-0123,Ann,TX\n12345,Bad,TX\n201-555-0124,Bob,ny\n"
@@ -105,3 +108,39 @@ def test_agent_cannot_upload(client: TestClient, acme: Org) -> None:
         headers=acme.agent.headers,
     )
     assert response.status_code == 403
+
+
+#: Rejected rows (their numbers are not numbers) whose text a spreadsheet would run as a formula.
+FORMULAS = (
+    b"Mobile,First Name,State\n"
+    b"(201) 555-0123,Ann,TX\n"
+    b"=1+2,Eq,TX\n"
+    b"@SUM(1+1),At,TX\n"
+    b"+SUM(1),Plus,TX\n"
+    b"-2+3,Minus,TX\n"
+)
+
+
+def test_the_rejects_file_is_formula_escaped_like_an_export(
+    client: TestClient, db: Database, acme: Org
+) -> None:
+    up = _upload(client, acme, FORMULAS).json()
+    started = client.post(
+        f"/api/v1/imports/{up['id']}/start", json={"policy": "fill"}, headers=acme.admin.headers
+    )
+    assert started.status_code == 200, started.text
+    assert _wait(client, acme, up["id"])["rejected"] == 4
+    api = client.get(f"/api/v1/imports/{up['id']}/rejects.csv", headers=acme.admin.headers)
+    login(client, acme.admin.user.email)
+    ui = client.get(f"/imports/{up['id']}/rejects.csv")
+    for response in (api, ui):
+        assert response.status_code == 200
+        header, *rows = csv.reader(io.StringIO(response.text))
+        assert header == ["line", "reason", "raw"]
+        assert [row[2] for row in rows] == [
+            "'=1+2,Eq,TX",
+            "'@SUM(1+1),At,TX",
+            "'+SUM(1),Plus,TX",
+            "'-2+3,Minus,TX",
+        ]
+        assert all(not cell.startswith(exports.FORMULA_START) for row in rows for cell in row)
