@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import html
 import io
+import re
 import time
 from typing import Any
 
@@ -144,3 +146,82 @@ def test_the_rejects_file_is_formula_escaped_like_an_export(
             "'-2+3,Minus,TX",
         ]
         assert all(not cell.startswith(exports.FORMULA_START) for row in rows for cell in row)
+
+
+#: A quote opened on line 32 (past the ten preview rows) and never closed: read leniently, every
+#: row after it would be one cell of row 32.
+UNCLOSED = (
+    b"Mobile,First Name,State\n"
+    + b"".join(b"(201) 555-%04d,Ann,TX\n" % i for i in range(30))
+    + b'(201) 555-0100,"Eve,TX\n(201) 555-0101,Bob,TX\n(201) 555-0102,Cy,TX\n'
+)
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def _nothing_imported(db: Database, client: TestClient, org: Org) -> None:
+    with db.read() as conn:
+        assert contacts.list_contacts(conn, org.org.id) == []
+    listed = client.get("/api/v1/imports", headers=org.admin.headers).json()
+    assert all(i["status"] in ("uploaded", "cancelled") for i in listed), listed
+
+
+def test_an_unclosed_quote_is_a_422_naming_its_line(
+    client: TestClient, db: Database, acme: Org
+) -> None:
+    api = _upload(client, acme, UNCLOSED)
+    assert api.status_code == 422, api.text
+    assert api.headers["content-type"].startswith("application/problem+json")
+    assert api.json()["field"] == "file"
+    assert "line 32: a quote opened on this line is never closed" in api.json()["detail"]
+
+    login(client, acme.admin.user.email)
+    token = _CSRF.search(client.get("/imports").text).group(1)  # type: ignore[union-attr]
+    ui = client.post(
+        "/imports",
+        data={"csrf_token": token},
+        files={"file": ("list.csv", UNCLOSED, "text/csv")},
+        follow_redirects=False,
+    )
+    assert ui.status_code == 422
+    assert "line 32: a quote opened on this line is never closed" in html.unescape(ui.text)
+    assert client.get("/api/v1/imports", headers=acme.admin.headers).json() == []
+    _nothing_imported(db, client, acme)
+
+
+def test_a_mapping_without_a_phone_column_is_refused_before_any_row(
+    client: TestClient, db: Database, acme: Org
+) -> None:
+    data = b"Name,E-mail,State\nAnn Lee,ann@example.com,TX\nBob Roe,bob@example.com,NY\n"
+    up = _upload(client, acme, data)
+    assert up.status_code == 201, up.text
+    assert "phone" not in up.json()["mapping"].values()
+    for mapping in (None, {"Name": "full_name", "E-mail": "email"}, {"Name": "", "State": ""}):
+        body = {} if mapping is None else {"mapping": mapping}
+        refused = client.post(
+            f"/api/v1/imports/{up.json()['id']}/start", json=body, headers=acme.admin.headers
+        )
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["field"] == "mapping"
+    assert (
+        "no column holds the phone number"
+        in client.post(
+            f"/api/v1/imports/{up.json()['id']}/start", json={}, headers=acme.admin.headers
+        ).json()["detail"]
+    )
+
+    login(client, acme.admin.user.email)
+    token = _CSRF.search(client.get("/imports").text).group(1)  # type: ignore[union-attr]
+    ui = client.post(
+        f"/imports/{up.json()['id']}/start",
+        data={"csrf_token": token, "map_0": "full_name", "map_1": "email"},
+        follow_redirects=False,
+    )
+    assert ui.status_code == 422
+    assert "no column holds the phone number" in html.unescape(ui.text)
+    assert (
+        client.get(f"/api/v1/imports/{up.json()['id']}", headers=acme.admin.headers).json()[
+            "status"
+        ]
+        == "uploaded"
+    )
+    _nothing_imported(db, client, acme)
