@@ -63,7 +63,7 @@ def test_inbound_appears_live_and_agent_answers(demo_server: DemoServer, browser
         _send_inbound(demo_server, "+12025550987", marker)
         for tab in (first, second):
             item = tab.locator("#conv-list .conv", has_text=marker)
-            expect(item).to_be_visible(timeout=10_000)
+            expect(item).to_be_visible()
             expect(item.get_by_test_id("unread")).to_have_text("1")
 
         first.locator("#conv-list .conv", has_text=marker).locator("a").click()
@@ -82,9 +82,7 @@ def test_inbound_appears_live_and_agent_answers(demo_server: DemoServer, browser
         sent = first.locator("#messages .msg.out", has_text="We're open Mon-Fri")
         expect(sent).to_have_count(1)
         # The other tab's open list shows the reply as the latest message, live.
-        expect(second.locator("#conv-list .conv", has_text="We're open Mon-Fri")).to_be_visible(
-            timeout=10_000
-        )
+        expect(second.locator("#conv-list .conv", has_text="We're open Mon-Fri")).to_be_visible()
 
         first.get_by_label("Note").fill("Wants a Saturday slot")
         first.get_by_role("button", name="Add note").click()

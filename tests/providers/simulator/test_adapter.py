@@ -16,6 +16,7 @@ from tests.providers.simulator.harness import (
     CARRIER,
     CHANNEL,
     INBOUND_URL,
+    SETTLE,
     STATUS_URL,
     harness,
     sms,
@@ -47,7 +48,7 @@ async def test_send_is_accepted_with_segments_and_webhook_urls() -> None:
         assert result.status is MessageStatus.SENT
         assert result.segments == 2  # 161 GSM-7 characters need two 153-septet segments
 
-        await h.carrier.wait_idle(5)
+        await h.carrier.wait_idle(SETTLE)
         record = await h.api.get(f"/v1/messages/{result.provider_message_id}", headers=_auth())
         assert record.json() == {
             "id": result.provider_message_id,
@@ -73,7 +74,7 @@ async def test_same_idempotency_key_is_accepted_once() -> None:
         first = await h.provider.send(sms(key="same"))
         again = await h.provider.send(sms(key="same"))
         assert again.provider_message_id == first.provider_message_id
-        await h.carrier.wait_idle(5)
+        await h.carrier.wait_idle(SETTLE)
         stats = (await h.api.get("/v1/stats")).json()
         assert stats["accepted"] == 1
         assert stats["duplicates_suppressed"] == 1
@@ -94,7 +95,7 @@ async def test_concurrent_sends_with_one_key_are_accepted_once() -> None:
 async def test_a_repeat_after_the_report_carries_the_final_status() -> None:
     async with harness() as h:
         first = await h.provider.send(sms(key="k"))
-        await h.carrier.wait_idle(5)
+        await h.carrier.wait_idle(SETTLE)
         again = await h.provider.send(sms(key="k"))
         assert again.provider_message_id == first.provider_message_id
         assert again.status is MessageStatus.DELIVERED
@@ -220,7 +221,7 @@ async def test_lookup() -> None:
 
     async with harness() as h:
         sent = await h.provider.send(sms(to="+12025550601"))
-        await h.carrier.wait_idle(5)
+        await h.carrier.wait_idle(SETTLE)
         report = await h.provider.lookup(sent.provider_message_id)
         assert report is not None
         assert report.status is MessageStatus.UNDELIVERED
