@@ -185,7 +185,6 @@ def test_agent_desk_end_to_end(demo_server: DemoServer, browser: Browser) -> Non
         expect(reply.get_by_test_id("msg-status")).to_have_text("delivered")
 
         # --- the survey, by keyboard: "a" reaches the first option, Enter answers ---------------
-        inbox.wait_for_timeout(500)  # let the live refreshes of that reply settle
         inbox.locator("body").click(position={"x": 5, "y": 5})
         inbox.keyboard.press("a")
         first_option = inbox.get_by_test_id("survey-option").filter(has_text="Yes, book me")
