@@ -140,7 +140,7 @@ def test_serve_with_several_processes(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # a safety net: two workers start slowly under load
         while time.monotonic() < deadline:
             try:
                 r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)

@@ -1,5 +1,5 @@
-"""``textdesk import FILE`` as an operator runs it: a real process against a SQLite database,
-checked by its exit code, its output and what it leaves in the database."""
+"""``textdesk import FILE`` as an operator runs it: a real process against the test database
+(SQLite and PostgreSQL), checked by its exit code, its output and what it leaves in it."""
 
 from __future__ import annotations
 
@@ -12,21 +12,16 @@ import pytest
 import sqlalchemy as sa
 
 from textdesk.services import accounts
-from textdesk.store import migrate
-from textdesk.store.db import Database, make_engine
+from textdesk.store.db import Database
 from textdesk.store.tables import contacts, import_rejects, imports
 
 TEXTDESK = str(Path(sys.executable).with_name("textdesk"))
 
 
 @pytest.fixture
-def sqlite_db(tmp_path: Path) -> tuple[str, Database]:
-    url = f"sqlite:///{tmp_path / 'cli.db'}"
-    engine = make_engine(url)
-    migrate.upgrade(engine)
-    db = Database(engine)
+def cli_db(db_url: str, db: Database) -> tuple[str, Database]:
     accounts.create_organization(db, "Acme")
-    return url, db
+    return db_url, db
 
 
 def _run(url: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -45,8 +40,8 @@ def _run(url: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[st
     )
 
 
-def test_import_a_small_file(sqlite_db: tuple[str, Database], tmp_path: Path) -> None:
-    url, db = sqlite_db
+def test_import_a_small_file(cli_db: tuple[str, Database], tmp_path: Path) -> None:
+    url, db = cli_db
     data = tmp_path / "list.csv"
     data.write_text(
         "Cell Phone;First Name;Email;Notes\n"
@@ -91,16 +86,21 @@ def test_import_a_small_file(sqlite_db: tuple[str, Database], tmp_path: Path) ->
         (b"Name,Email\nAnn,ann@example.com\n", [], "no column holds the phone number"),
         (b"Cell,Name\n2015550123,Ann\n", ["--map", "Mobile=phone"], "no column 'Mobile'"),
         (b"Cell,Name\n2015550123,Ann\n", ["--policy", "merge"], "policy must be fill"),
+        (
+            b'Cell,Name\n2015550123,"Ann\n2015550124,Bob\n',
+            [],
+            "line 2: a quote opened on this line is never closed",
+        ),
     ],
 )
 def test_bad_input_exits_2_and_imports_nothing(
-    sqlite_db: tuple[str, Database],
+    cli_db: tuple[str, Database],
     tmp_path: Path,
     content: bytes,
     args: list[str],
     message: str,
 ) -> None:
-    url, db = sqlite_db
+    url, db = cli_db
     data = tmp_path / "bad.csv"
     data.write_bytes(content)
     result = _run(url, tmp_path, str(data), *args)
@@ -114,8 +114,8 @@ def test_bad_input_exits_2_and_imports_nothing(
     assert not list((tmp_path / "data" / "imports").glob("*.csv"))
 
 
-def test_missing_file_is_a_usage_error(sqlite_db: tuple[str, Database], tmp_path: Path) -> None:
-    url, _db = sqlite_db
+def test_missing_file_is_a_usage_error(cli_db: tuple[str, Database], tmp_path: Path) -> None:
+    url, _db = cli_db
     result = _run(url, tmp_path, str(tmp_path / "nope.csv"))
     assert result.returncode == 2
     assert "does not exist" in result.stderr

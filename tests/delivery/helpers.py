@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
@@ -93,3 +97,49 @@ def trail(db: Database, message_id: int) -> list[tuple[str | None, str, str | No
             .order_by(message_events.c.id)
         )
         return [(r.from_status, r.to_status, r.reason) for r in rows]
+
+
+@contextmanager
+def lock_waiters(db: Database) -> Iterator[Callable[[], bool]]:
+    """``waiting()`` tells whether another thread's transaction now waits for a lock that this
+    test holds, so a race test can stop at the right moment instead of sleeping and hoping.
+
+    PostgreSQL lists a waiting backend in ``pg_stat_activity``. SQLite's waiter sits in the busy
+    handler of ``BEGIN IMMEDIATE``, which nothing lists; while the test holds the write lock, a
+    ``BEGIN IMMEDIATE`` issued by another thread can only wait, so that statement counts."""
+    if db.dialect == "postgresql":
+
+        def pg_waiting() -> bool:
+            with db.read() as conn:
+                return bool(
+                    conn.execute(
+                        sa.text(
+                            "SELECT count(*) FROM pg_stat_activity"
+                            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                        )
+                    ).scalar()
+                )
+
+        yield pg_waiting
+        return
+    me = threading.get_ident()
+    begun: list[int] = []
+
+    def spy(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith("BEGIN IMMEDIATE") and threading.get_ident() != me:
+            begun.append(threading.get_ident())
+
+    sa.event.listen(db.engine, "before_cursor_execute", spy)
+    try:
+        yield lambda: bool(begun)
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", spy)
+
+
+def until(check: Callable[[], bool], *, what: str, timeout: float = 120.0) -> None:
+    """Poll ``check``; the timeout is a safety net for a hung test, never a measurement."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:g} s")
+        time.sleep(0.01)

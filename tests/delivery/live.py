@@ -44,7 +44,7 @@ def live_server(
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 120  # a safety net
     while not server.started:
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("the test server did not start")
@@ -57,7 +57,8 @@ def live_server(
         thread.join(timeout=20)
 
 
-def wait_until(check: object, *, timeout: float = 20.0, every: float = 0.05) -> None:
+def wait_until(check: object, *, timeout: float = 120.0, every: float = 0.05) -> None:
+    """Poll ``check``; the timeout is a safety net for a hung test, never a measurement."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():  # type: ignore[operator]

@@ -53,9 +53,11 @@ def test_claims_ahead_but_calls_at_most_the_concurrency(
         async with httpx.AsyncClient(transport=httpx.MockTransport(carrier)) as http:
             worker = Dispatcher(live, db, http=http, worker_id="w-ahead")
             task = asyncio.create_task(worker.run(stop))
-            for _ in range(500):  # every slot taken, and the claimed-ahead ones waiting
-                if active == CONCURRENCY and len(worker._inflight) == CONCURRENCY + AHEAD:
-                    break
+            # Every slot taken, and the claimed-ahead ones waiting (the deadline is a safety
+            # net: a loaded machine only makes this take longer).
+            deadline = asyncio.get_running_loop().time() + 120
+            while not (active == CONCURRENCY and len(worker._inflight) == CONCURRENCY + AHEAD):
+                assert asyncio.get_running_loop().time() < deadline, (active, worker._inflight)
                 await asyncio.sleep(0.01)
             stop.set()
             await asyncio.sleep(0.05)

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import Org
-from tests.delivery.helpers import channel, people, queue, statuses, trail
+from tests.delivery.helpers import channel, lock_waiters, people, queue, statuses, trail, until
 from textdesk.delivery import outbox
 from textdesk.delivery.outbox import Failed, Retry, Sent, Unknown, gcra_budget
 from textdesk.domain.states import MessageStatus as S
@@ -114,11 +114,11 @@ def test_channel_rate_holds(db: Database, settings: Settings, acme: Org) -> None
 def test_busy_channel_is_tried_again_soon(db: Database, settings: Settings, acme: Org) -> None:
     """A claim that finds the channel's throttle row held by another worker's claim (PostgreSQL
     skips it) says when to look again: soon, not after the idle poll."""
+    if db.dialect != "postgresql":
+        pytest.skip("SQLite's BEGIN IMMEDIATE serializes claims: a claim never finds it held")
     admin = acme.admin.principal
     channel_id = channel(db, admin)
     queue(db, settings, admin, people(db, admin, 2))
-    if db.dialect != "postgresql":
-        return  # SQLite's BEGIN IMMEDIATE serializes claims: a claim never finds it held
     with db.write() as conn:
         conn.execute(channel_throttle.insert().values(channel_id=channel_id, tat=utcnow()))
     with db.write() as other:
@@ -429,9 +429,8 @@ def test_report_racing_the_stored_provider_id_waits_and_finds_it(
     db: Database, settings: Settings, acme: Org
 ) -> None:
     """A report arrives while the transaction storing its provider id is still open: it must
-    not park itself as an orphan the storing transaction has already looked for."""
-    if db.dialect != "postgresql":
-        return  # SQLite's BEGIN IMMEDIATE serializes the two transactions outright
+    not park itself as an orphan the storing transaction has already looked for. (On SQLite
+    the write lock makes the report wait outright; the outcome must be the same.)"""
     admin = acme.admin.principal
     ch = channel(db, admin)
     [mid] = queue(db, settings, admin, people(db, admin, 1))
@@ -452,10 +451,11 @@ def test_report_racing_the_stored_provider_id_waits_and_finds_it(
                 messaging.apply_statuses(db, [(ch, StatusReport("RACE-1", S.DELIVERED), "p")])
             )
         )
-        report.start()
-        report.join(0.5)
+        with lock_waiters(db) as waiting:
+            report.start()
+            until(lambda: waiting() or not report.is_alive(), what="the report to wait or end")
         assert report.is_alive(), "the report waits for the storing transaction"
-    report.join(30)
+    report.join(60)
     assert result == [[True]]
     assert statuses(db, [mid]) == {mid: "delivered"}
     with db.read() as conn:
@@ -466,9 +466,8 @@ def test_report_parked_first_is_found_by_the_storing_transaction(
     db: Database, settings: Settings, acme: Org
 ) -> None:
     """The other order: the report's transaction holds the id's lock and parks it; the storing
-    transaction, already past its UPDATE, waits for that lock and then applies the report."""
-    if db.dialect != "postgresql":
-        return
+    transaction, already past its UPDATE, waits for that lock and then applies the report.
+    (On SQLite the write lock makes the storing transaction wait outright.)"""
     admin = acme.admin.principal
     ch = channel(db, admin)
     [mid] = queue(db, settings, admin, people(db, admin, 1))
@@ -482,8 +481,10 @@ def test_report_parked_first_is_found_by_the_storing_transaction(
                 done.set(),
             )
         )
-        sender.start()
-        assert not done.wait(0.5), "the storing transaction waits for the report's lock"
+        with lock_waiters(db) as waiting:
+            sender.start()
+            until(lambda: waiting() or done.is_set(), what="the sender to wait or end")
+        assert not done.is_set(), "the storing transaction waits for the report's lock"
         reporter.execute(
             orphan_reports.insert().values(
                 channel_id=ch,
@@ -492,7 +493,7 @@ def test_report_parked_first_is_found_by_the_storing_transaction(
                 created_at=utcnow(),
             )
         )
-    sender.join(30)
+    sender.join(60)
     assert statuses(db, [mid]) == {mid: "delivered"}
 
 
@@ -501,9 +502,8 @@ def test_two_batches_with_the_same_reports_take_turns_and_write_one_event_each(
 ) -> None:
     """Two batches carry reports for the same messages, in opposite orders (a provider's
     retries reaching two web processes): the second waits for the first, then finds the new
-    status, so each transition has one event row, and neither batch deadlocks."""
-    if db.dialect != "postgresql":
-        return  # SQLite's BEGIN IMMEDIATE serializes the two transactions outright
+    status, so each transition has one event row, and neither batch deadlocks. (On SQLite the
+    write lock makes the second wait outright; the outcome must be the same.)"""
     admin = acme.admin.principal
     ch = channel(db, admin)
     ids = queue(db, settings, admin, people(db, admin, 2))
@@ -517,7 +517,7 @@ def test_two_batches_with_the_same_reports_take_turns_and_write_one_event_each(
     def held_first(conn: Any, rows: Any, now: Any) -> None:
         if not first_holds.is_set():
             first_holds.set()
-            assert release.wait(10)
+            assert release.wait(120)
         real(conn, rows, now)
 
     monkeypatch.setattr(messaging, "_update_statuses", held_first)
@@ -531,13 +531,14 @@ def test_two_batches_with_the_same_reports_take_turns_and_write_one_event_each(
 
     first = threading.Thread(target=apply, args=(reports,))
     first.start()
-    assert first_holds.wait(10)  # the first batch has read both messages
+    assert first_holds.wait(120)  # the first batch has read both messages
     second = threading.Thread(target=apply, args=(list(reversed(reports)),))
-    second.start()
-    second.join(0.5)
+    with lock_waiters(db) as waiting:
+        second.start()
+        until(lambda: waiting() or not second.is_alive(), what="the second batch to wait")
     release.set()
-    first.join(30)
-    second.join(30)
+    first.join(60)
+    second.join(60)
     assert errors == []
     assert statuses(db, ids) == {i: "delivered" for i in ids}
     for i in ids:

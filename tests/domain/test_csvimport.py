@@ -105,6 +105,63 @@ def test_unclosed_quote_is_caught_by_the_field_limit() -> None:
         _scan(lines)
 
 
+@pytest.mark.parametrize(
+    ("data", "line", "encoding", "delimiter"),
+    [
+        (b'phone,note\n2015550123,"open\n2015550124,Bob\n2015550125,Cy\n', 2, "utf-8", ","),
+        (b'phone,"note\n2015550123,Ann\n', 1, "utf-8", ","),
+        (b'phone,note\n2015550123,Ann\n2015550124,"open', 3, "utf-8", ","),
+        (
+            b'phone,note\n2015550123,"two\nlines"\n2015550124,"open\n2015550125,Cy\n',
+            4,
+            "utf-8",
+            ",",
+        ),
+        (
+            b"phone,note\n" + b"2015550123,Ann\n" * 30 + b'2015550124,"open\n2015550125,Cy\n',
+            32,
+            "utf-8",
+            ",",
+        ),
+        ('phone,note\n2015550123,"open\n2015550124,Bob\n'.encode("utf-16"), 2, "utf-16", ","),
+        ('phone;note\n2015550123;"ouvert\n2015550124;Bébé\n'.encode("cp1252"), 2, "cp1252", ";"),
+    ],
+    ids=[
+        "data row",
+        "header",
+        "last line, no newline",
+        "after a multi-line cell",
+        "past the preview",
+        "utf-16",
+        "cp1252",
+    ],
+)
+def test_an_unclosed_quote_is_refused_with_its_line(
+    data: bytes, line: int, encoding: str, delimiter: str
+) -> None:
+    """Unclosed, a quote would swallow every row after it into one cell: the file is refused,
+    naming the line the quote opens on, by the upload's check and by the reader alike."""
+    message = rf"^line {line}: a quote opened on this line is never closed"
+    with pytest.raises(BadFile, match=message):
+        _scan(data)
+    with pytest.raises(BadFile, match=message):
+        list(csvimport.iter_rows(io.BytesIO(data), encoding, delimiter))
+
+
+@pytest.mark.parametrize(
+    ("data", "rows"),
+    [
+        (b'phone,note\n2015550123,"closed"\n', [["2015550123", "closed"]]),
+        (b'phone,note\n2015550123,"closed"', [["2015550123", "closed"]]),
+        (b"phone,note\n2015550123,5'11\"\n", [["2015550123", "5'11\""]]),  # a quote mid-cell
+        (b'phone,note\n2015550123,"Bob"x\n', [["2015550123", "Bobx"]]),  # lenient, as before
+        (b'phone,note\n2015550123,""""\n2015550124,\n', [["2015550123", '"'], ["2015550124", ""]]),
+    ],
+)
+def test_closed_and_stray_quotes_still_read(data: bytes, rows: list[list[str]]) -> None:
+    assert [cells for _line, cells in _rows(data)] == rows
+
+
 def test_auto_mapping() -> None:
     header = [
         "Cell Phone",

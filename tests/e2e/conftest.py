@@ -25,6 +25,10 @@ from textdesk.providers.simulator import signing
 from textdesk.providers.simulator.adapter import DEFAULT_WEBHOOK_SECRET
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+#: Playwright's assertions retry until this (5 s by default). A page updated over server-sent
+#: events can take longer than that on a loaded machine; an assertion still returns as soon as
+#: it holds, so this is a safety net, not a wait.
+expect.set_options(timeout=60_000)
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 # Flags from shared/reference/tooling.md: without the networking ones Chromium floods the
 # closed network with connection attempts.
@@ -73,7 +77,7 @@ def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoServer
             stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180  # a safety net: start-up is slow on a loaded machine
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             pytest.fail(f"textdesk demo exited early:\n{log.read_text()}")
@@ -84,7 +88,7 @@ def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoServer
             time.sleep(0.2)
     else:
         proc.kill()
-        pytest.fail(f"textdesk demo did not answer within 60 s:\n{log.read_text()}")
+        pytest.fail(f"textdesk demo did not answer within 180 s:\n{log.read_text()}")
     logins = dict(re.findall(r"(\S+@\S+)\s+password: (\S+)", log.read_text()))
     try:
         yield DemoServer(url, logins, log)
@@ -153,7 +157,7 @@ def owner_api_key(page: Page, server: DemoServer, name: str) -> str:
 
 def api_client(server: DemoServer, key: str) -> httpx.Client:
     return httpx.Client(
-        base_url=f"{server.url}/api/v1", headers={"Authorization": f"Bearer {key}"}, timeout=10
+        base_url=f"{server.url}/api/v1", headers={"Authorization": f"Bearer {key}"}, timeout=60
     )
 
 

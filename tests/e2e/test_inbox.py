@@ -10,7 +10,7 @@ import uuid
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Page, Route, expect
 
 from tests.e2e.conftest import DemoServer, screenshot
 from textdesk.providers.simulator import signing
@@ -63,7 +63,7 @@ def test_inbound_appears_live_and_agent_answers(demo_server: DemoServer, browser
         _send_inbound(demo_server, "+12025550987", marker)
         for tab in (first, second):
             item = tab.locator("#conv-list .conv", has_text=marker)
-            expect(item).to_be_visible(timeout=10_000)
+            expect(item).to_be_visible()
             expect(item.get_by_test_id("unread")).to_have_text("1")
 
         first.locator("#conv-list .conv", has_text=marker).locator("a").click()
@@ -82,9 +82,7 @@ def test_inbound_appears_live_and_agent_answers(demo_server: DemoServer, browser
         sent = first.locator("#messages .msg.out", has_text="We're open Mon-Fri")
         expect(sent).to_have_count(1)
         # The other tab's open list shows the reply as the latest message, live.
-        expect(second.locator("#conv-list .conv", has_text="We're open Mon-Fri")).to_be_visible(
-            timeout=10_000
-        )
+        expect(second.locator("#conv-list .conv", has_text="We're open Mon-Fri")).to_be_visible()
 
         first.get_by_label("Note").fill("Wants a Saturday slot")
         first.get_by_role("button", name="Add note").click()
@@ -102,3 +100,42 @@ def test_inbound_appears_live_and_agent_answers(demo_server: DemoServer, browser
         expect(first.locator("#messages .msg.out", has_text="We're open Mon-Fri")).to_have_count(1)
     finally:
         context.close()
+
+
+def test_a_live_refresh_in_flight_never_wipes_what_the_agent_starts_typing(
+    demo_server: DemoServer, page: Page
+) -> None:
+    """A live refresh finds the thread idle and asks for all of it; the agent clicks into the
+    composer and types before the answer comes. The answer must not replace their text (it
+    did: the decision to swap everything was taken before the request, and a loaded machine
+    widens that window). The refresh's request is held here so the race happens every time."""
+    _login(page, demo_server)
+    sender = "+12025550988"
+    _send_inbound(demo_server, sender, f"First question ({uuid.uuid4().hex[:6]})")
+    page.goto(f"{demo_server.url}/inbox")
+    expect(page.locator("body")).to_have_attribute("data-live", "1")
+    page.locator("#conv-list .conv", has_text="First question").locator("a").click()
+    expect(page.get_by_test_id("thread")).to_contain_text("First question")
+
+    held: list[Route] = []
+
+    def hold_the_first(route: Route) -> None:
+        if not held and route.request.method == "GET":
+            held.append(route)
+        else:
+            route.continue_()
+
+    page.route("**/inbox/c/*", hold_the_first)
+    later = f"Second question ({uuid.uuid4().hex[:6]})"
+    _send_inbound(demo_server, sender, later)  # the live refresh of the open thread
+    deadline = time.monotonic() + 60  # a safety net
+    while not held:
+        assert time.monotonic() < deadline, "the live refresh never asked for the thread"
+        page.wait_for_timeout(20)  # lets Playwright deliver the route; not a synchronisation
+    composer = page.locator("#composer-body")
+    composer.click()
+    composer.press_sequentially("half a thought")
+    held[0].continue_()
+    expect(page.get_by_test_id("thread")).to_contain_text(later)  # the refresh came through
+    expect(composer).to_have_value("half a thought")
+    expect(composer).to_be_focused()

@@ -135,7 +135,9 @@ def test_held_enter_and_two_tabs_send_no_duplicate(
     # Rapid separate presses while a send is in flight: at most one per contact.
     for _ in range(5):
         page.keyboard.press("Enter", delay=0)
-    page.wait_for_timeout(1500)
+    # The button is disabled while a send is in flight: once it is enabled again, every send
+    # has been answered, so the next contact is settled for a second tab too.
+    expect(page.get_by_test_id("send-button")).to_be_enabled()
     # A second tab of the same agent shows the same next contact; both send it.
     other = page.context.new_page()
     other.goto(url)

@@ -7,6 +7,7 @@ import asyncio
 import json
 import threading
 import time
+import uuid
 
 import pytest
 import sqlalchemy as sa
@@ -17,7 +18,8 @@ from textdesk.store.db import Database, make_engine
 from textdesk.store.tables import organizations, utcnow
 
 
-async def _next(sub: Subscription, timeout: float = 5.0) -> Event:
+async def _next(sub: Subscription, timeout: float = 60.0) -> Event:
+    """The next event; the timeout is a safety net for a hung test, never a measurement."""
     return await asyncio.wait_for(sub.__anext__(), timeout)
 
 
@@ -189,8 +191,24 @@ def _listening(db_url: str) -> tuple[list[str], threading.Event, threading.Threa
 
     thread = threading.Thread(target=listen, daemon=True)
     thread.start()
-    assert ready.wait(5)
+    assert ready.wait(60)
     return heard, stop, thread
+
+
+def _heard_before_a_marker(db_url: str, heard: list[str]) -> list[str]:
+    """What the listener heard before a marker notified after it: PostgreSQL delivers
+    notifications in commit order, so everything committed earlier has arrived by then (no
+    sleep, however slow the machine)."""
+    marker = f"marker-{uuid.uuid4().hex}"
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(sa.select(sa.func.pg_notify(events.CHANNEL, marker)))
+    engine.dispose()
+    deadline = time.monotonic() + 60  # a safety net for a hung listener
+    while marker not in heard:
+        assert time.monotonic() < deadline, "the marker was not heard"
+        time.sleep(0.01)
+    return heard[: heard.index(marker)]
 
 
 def test_other_processes_hear_it_through_postgresql(db: Database, db_url: str) -> None:
@@ -204,7 +222,7 @@ def test_other_processes_hear_it_through_postgresql(db: Database, db_url: str) -
         raise RuntimeError("boom")
     with db.write() as conn:
         events.publish(conn, org, "message.new", {"message_id": 5})
-    time.sleep(0.6)
+    heard = _heard_before_a_marker(db_url, heard)
     stop.set()
     thread.join(5)
     assert len(heard) == 1, heard
@@ -219,7 +237,7 @@ def test_other_processes_hear_it_through_postgresql(db: Database, db_url: str) -
         try:
             listener = events.listener_for(db_url)
             assert listener is not None
-            listener.start(wait=5)
+            listener.start(wait=60)
             try:
                 engine = make_engine(db_url)
                 with engine.begin() as conn:
@@ -248,7 +266,7 @@ def test_one_notification_carries_many_events_of_a_transaction(db: Database, db_
         with pytest.raises(RuntimeError), conn.begin_nested():
             events.publish(conn, org, "rolled.back", {"n": 0})
             raise RuntimeError("boom")
-    time.sleep(0.6)
+    heard = _heard_before_a_marker(db_url, heard)
     stop.set()
     thread.join(5)
     assert 1 < len(heard) < 20, len(heard)

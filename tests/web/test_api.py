@@ -6,7 +6,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import Org
+from tests.web.test_ui import login
 from textdesk.store.db import Database
+from textdesk.web.deps import SESSION_COOKIE
 
 
 def test_healthz_checks_the_database(client: TestClient, db: Database) -> None:
@@ -32,8 +34,18 @@ def test_api_needs_a_valid_key(client: TestClient, headers: dict[str, str]) -> N
 
 
 def test_api_ignores_the_ui_session_cookie(client: TestClient, acme: Org) -> None:
-    client.post("/login", data={"email": acme.owner.user.email, "password": "x"})
-    assert client.get("/api/v1/me").status_code == 401
+    """A real, working UI session: the UI takes its cookie, the API does not (so no page a
+    logged-in user visits can call the API with it)."""
+    login(client, acme.owner.user.email)
+    cookie = client.cookies.get(SESSION_COOKIE)
+    assert cookie, "the login set a session cookie"
+    client.cookies.clear()
+    client.cookies.set(SESSION_COOKIE, cookie)  # that cookie and nothing else
+    home = client.get("/home", follow_redirects=False)
+    assert home.status_code == 200 and "Acme owner" in home.text, "the UI accepts the cookie"
+    me = client.get("/api/v1/me")
+    assert me.status_code == 401, me.text
+    assert me.headers["content-type"] == "application/problem+json"
 
 
 def test_revoked_key_stops_working(client: TestClient, acme: Org, db: Database) -> None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import html
+import io
+import re
 import time
 from typing import Any
 
@@ -9,7 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import Org
-from textdesk.services import contacts
+from tests.web.test_ui import login
+from textdesk.services import contacts, exports
 from textdesk.store.db import Database
 
 GOOD = b"Mobile,First Name,State\n(201) 555-0123,Ann,TX\n12345,Bad,TX\n201-555-0124,Bob,ny\n"
@@ -22,7 +27,7 @@ def _upload(client: TestClient, org: Org, data: bytes) -> Any:
 
 
 def _wait(client: TestClient, org: Org, import_id: int) -> dict[str, Any]:
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 120  # a safety net: the run is in a background thread
     while time.monotonic() < deadline:
         body: dict[str, Any] = client.get(
             f"/api/v1/imports/{import_id}", headers=org.admin.headers
@@ -105,3 +110,118 @@ def test_agent_cannot_upload(client: TestClient, acme: Org) -> None:
         headers=acme.agent.headers,
     )
     assert response.status_code == 403
+
+
+#: Rejected rows (their numbers are not numbers) whose text a spreadsheet would run as a formula.
+FORMULAS = (
+    b"Mobile,First Name,State\n"
+    b"(201) 555-0123,Ann,TX\n"
+    b"=1+2,Eq,TX\n"
+    b"@SUM(1+1),At,TX\n"
+    b"+SUM(1),Plus,TX\n"
+    b"-2+3,Minus,TX\n"
+)
+
+
+def test_the_rejects_file_is_formula_escaped_like_an_export(
+    client: TestClient, db: Database, acme: Org
+) -> None:
+    up = _upload(client, acme, FORMULAS).json()
+    started = client.post(
+        f"/api/v1/imports/{up['id']}/start", json={"policy": "fill"}, headers=acme.admin.headers
+    )
+    assert started.status_code == 200, started.text
+    assert _wait(client, acme, up["id"])["rejected"] == 4
+    api = client.get(f"/api/v1/imports/{up['id']}/rejects.csv", headers=acme.admin.headers)
+    login(client, acme.admin.user.email)
+    ui = client.get(f"/imports/{up['id']}/rejects.csv")
+    for response in (api, ui):
+        assert response.status_code == 200
+        header, *rows = csv.reader(io.StringIO(response.text))
+        assert header == ["line", "reason", "raw"]
+        assert [row[2] for row in rows] == [
+            "'=1+2,Eq,TX",
+            "'@SUM(1+1),At,TX",
+            "'+SUM(1),Plus,TX",
+            "'-2+3,Minus,TX",
+        ]
+        assert all(not cell.startswith(exports.FORMULA_START) for row in rows for cell in row)
+
+
+#: A quote opened on line 32 (past the ten preview rows) and never closed: read leniently, every
+#: row after it would be one cell of row 32.
+UNCLOSED = (
+    b"Mobile,First Name,State\n"
+    + b"".join(b"(201) 555-%04d,Ann,TX\n" % i for i in range(30))
+    + b'(201) 555-0100,"Eve,TX\n(201) 555-0101,Bob,TX\n(201) 555-0102,Cy,TX\n'
+)
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def _nothing_imported(db: Database, client: TestClient, org: Org) -> None:
+    with db.read() as conn:
+        assert contacts.list_contacts(conn, org.org.id) == []
+    listed = client.get("/api/v1/imports", headers=org.admin.headers).json()
+    assert all(i["status"] in ("uploaded", "cancelled") for i in listed), listed
+
+
+def test_an_unclosed_quote_is_a_422_naming_its_line(
+    client: TestClient, db: Database, acme: Org
+) -> None:
+    api = _upload(client, acme, UNCLOSED)
+    assert api.status_code == 422, api.text
+    assert api.headers["content-type"].startswith("application/problem+json")
+    assert api.json()["field"] == "file"
+    assert "line 32: a quote opened on this line is never closed" in api.json()["detail"]
+
+    login(client, acme.admin.user.email)
+    token = _CSRF.search(client.get("/imports").text).group(1)  # type: ignore[union-attr]
+    ui = client.post(
+        "/imports",
+        data={"csrf_token": token},
+        files={"file": ("list.csv", UNCLOSED, "text/csv")},
+        follow_redirects=False,
+    )
+    assert ui.status_code == 422
+    assert "line 32: a quote opened on this line is never closed" in html.unescape(ui.text)
+    assert client.get("/api/v1/imports", headers=acme.admin.headers).json() == []
+    _nothing_imported(db, client, acme)
+
+
+def test_a_mapping_without_a_phone_column_is_refused_before_any_row(
+    client: TestClient, db: Database, acme: Org
+) -> None:
+    data = b"Name,E-mail,State\nAnn Lee,ann@example.com,TX\nBob Roe,bob@example.com,NY\n"
+    up = _upload(client, acme, data)
+    assert up.status_code == 201, up.text
+    assert "phone" not in up.json()["mapping"].values()
+    for mapping in (None, {"Name": "full_name", "E-mail": "email"}, {"Name": "", "State": ""}):
+        body = {} if mapping is None else {"mapping": mapping}
+        refused = client.post(
+            f"/api/v1/imports/{up.json()['id']}/start", json=body, headers=acme.admin.headers
+        )
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["field"] == "mapping"
+    assert (
+        "no column holds the phone number"
+        in client.post(
+            f"/api/v1/imports/{up.json()['id']}/start", json={}, headers=acme.admin.headers
+        ).json()["detail"]
+    )
+
+    login(client, acme.admin.user.email)
+    token = _CSRF.search(client.get("/imports").text).group(1)  # type: ignore[union-attr]
+    ui = client.post(
+        f"/imports/{up.json()['id']}/start",
+        data={"csrf_token": token, "map_0": "full_name", "map_1": "email"},
+        follow_redirects=False,
+    )
+    assert ui.status_code == 422
+    assert "no column holds the phone number" in html.unescape(ui.text)
+    assert (
+        client.get(f"/api/v1/imports/{up.json()['id']}", headers=acme.admin.headers).json()[
+            "status"
+        ]
+        == "uploaded"
+    )
+    _nothing_imported(db, client, acme)

@@ -15,15 +15,20 @@ Decisions worth knowing:
   spreadsheet saved as .xlsx, a zip, an image) and are refused.
 * **Line length is capped** (``MAX_LINE_CHARS``) both when scanning bytes and when reading rows, so
   a file that is one 10 MB line gets an error naming the line instead of a memory spike.
+* **A quote that is never closed is refused**, naming the line it opens on: Python's lenient
+  reader would silently make every later row part of one cell. The upload reads the whole file
+  for it (only when it has a quote at all); ``iter_rows`` checks it too.
 """
 
 from __future__ import annotations
 
 import codecs
+import collections
 import contextlib
 import csv
 import functools
 import io
+import itertools
 import re
 import unicodedata
 from collections.abc import Callable, Generator, Iterator
@@ -160,14 +165,15 @@ def auto_mapping(header: list[str], custom_fields: dict[str, str]) -> dict[str, 
 # --- bytes: encoding, binary check, line lengths -----------------------------------------------
 
 
-def _scan_bytes(f: IO[bytes]) -> tuple[str, int]:
-    """One pass over the whole file: (encoding, newline count). Raises BadFile."""
+def _scan_bytes(f: IO[bytes]) -> tuple[str, int, bool]:
+    """One pass over the whole file: (encoding, newline count, whether a quote occurs).
+    Raises BadFile."""
     f.seek(0)
     head = f.read(4)
     if not head:
         raise BadFile("the file is empty")
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return "utf-16", _count_utf16_lines(f)
+        return "utf-16", *_count_utf16_lines(f)
     encoding = "utf-8-sig" if head.startswith(codecs.BOM_UTF8) else "utf-8"
     f.seek(0)
     decoder = codecs.getincrementaldecoder("utf-8")()
@@ -175,7 +181,9 @@ def _scan_bytes(f: IO[bytes]) -> tuple[str, int]:
     undefined_cp1252 = False
     line = 1
     current = 0  # length of the line being read, in bytes
+    quotes = False
     while chunk := f.read(_CHUNK):
+        quotes = quotes or b'"' in chunk
         if b"\x00" in chunk:
             at = line + chunk[: chunk.index(b"\x00")].count(b"\n")
             raise BadFile(
@@ -206,7 +214,7 @@ def _scan_bytes(f: IO[bytes]) -> tuple[str, int]:
     if not utf8:
         encoding = "latin-1" if undefined_cp1252 else "cp1252"
     # Lines in the file: a last line without a newline still counts.
-    return encoding, line if current else line - 1
+    return encoding, line if current else line - 1, quotes
 
 
 def _too_long(line: int) -> None:
@@ -216,20 +224,22 @@ def _too_long(line: int) -> None:
     )
 
 
-def _count_utf16_lines(f: IO[bytes]) -> int:
+def _count_utf16_lines(f: IO[bytes]) -> tuple[int, bool]:
     f.seek(0)
     text = io.TextIOWrapper(f, encoding="utf-16", newline="")
     count = 0
+    quotes = False
     try:
         while line := text.readline(MAX_LINE_CHARS + 1):
             if len(line) > MAX_LINE_CHARS:
                 _too_long(count + 1)
             count += 1
+            quotes = quotes or '"' in line
     except UnicodeDecodeError as exc:
         raise BadFile(f"the file starts with a UTF-16 mark but is not UTF-16 text: {exc}") from exc
     finally:
         text.detach()
-    return count
+    return count, quotes
 
 
 # --- text: delimiter, rows ------------------------------------------------------------------------
@@ -240,16 +250,31 @@ def _text(f: IO[bytes], encoding: str) -> io.TextIOWrapper:
     return io.TextIOWrapper(f, encoding=encoding, newline="", errors="strict")
 
 
-def _bounded_lines(text: io.TextIOBase, first_line: int = 1) -> Iterator[str]:
-    line = first_line
-    while True:
-        chunk = text.readline(MAX_LINE_CHARS + 1)
-        if not chunk:
-            return
+#: Handed to the CSV reader after a file's last line. It is a record of its own, unless a quoted
+#: field is still open: then the reader swallows it into that field (and everything after the
+#: quote with it), which is how an unclosed quote is told from a file that ends well. NUL never
+#: reaches the reader from a file (``_scan_bytes`` refuses it), so the marker is unambiguous.
+_END = "\x00"
+
+
+def _bounded_lines(text: io.TextIOBase, ended: list[bool]) -> Iterator[str]:
+    """The lines of a text, each at most ``MAX_LINE_CHARS`` (else BadFile naming it), then
+    ``_END``, once ``ended`` has been marked."""
+    line = 1
+    while chunk := text.readline(MAX_LINE_CHARS + 1):
         if len(chunk) > MAX_LINE_CHARS:
             _too_long(line)
         line += 1
         yield chunk
+    ended.append(True)
+    yield _END
+
+
+def _unclosed_quote(line: int) -> BadFile:
+    return BadFile(
+        f"line {line}: a quote opened on this line is never closed, so every line after it "
+        'would be read as one cell; close it (a quote inside a cell is written "")'
+    )
 
 
 def _sniff(sample: str) -> str:
@@ -280,7 +305,7 @@ def _sniff(sample: str) -> str:
 def scan(f: IO[bytes], *, preview_rows: int = 10) -> FileInfo:
     """Check a whole uploaded file and describe it: encoding, delimiter, header, a preview.
     Raises :class:`BadFile` with a sentence naming the problem (and the line, if any)."""
-    encoding, lines = _scan_bytes(f)
+    encoding, lines, quotes = _scan_bytes(f)
     text = _text(f, encoding)
     try:
         sample = text.read(_SAMPLE)
@@ -295,8 +320,11 @@ def scan(f: IO[bytes], *, preview_rows: int = 10) -> FileInfo:
             preview.append(row)
             if len(preview) >= preview_rows:
                 break
+        rows.close()
     finally:
         text.detach()
+    if quotes:
+        _check_quotes(f, encoding, delimiter)
     if header is None:
         raise BadFile("the file has no rows (only blank lines)")
     if len(header) < 2 and header[0] and _SYNONYMS.get(_key(header[0])) != "phone":
@@ -313,6 +341,25 @@ def scan(f: IO[bytes], *, preview_rows: int = 10) -> FileInfo:
     )
 
 
+def _check_quotes(f: IO[bytes], encoding: str, delimiter: str) -> None:
+    """Read the whole file as CSV, so an unclosed quote past the preview is refused at upload
+    and not found by the import half-way. The records are dropped as the C reader makes them
+    (a million rows take about half a second); only a file that fails this fast pass is read
+    again row by row, for the message naming its line."""
+    text = _text(f, encoding)
+    try:
+        # The lines' lengths were checked by the byte pass: no Python-level line loop here.
+        lines = itertools.chain(text, (_END,))
+        last = collections.deque(csv.reader(lines, delimiter=delimiter), maxlen=1)
+        ok = list(last) == [[_END]]
+    except (csv.Error, UnicodeDecodeError):
+        ok = False
+    finally:
+        text.detach()
+    if not ok:
+        collections.deque(iter_rows(f, encoding, delimiter, skip_header=False), maxlen=0)
+
+
 def iter_rows(
     f: IO[bytes], encoding: str, delimiter: str, *, skip_header: bool = True, start_after: int = 1
 ) -> Generator[tuple[int, list[str]], None, None]:
@@ -320,10 +367,12 @@ def iter_rows(
     counted). ``start_after`` skips data rows up to that line (for resuming)."""
     csv.field_size_limit(MAX_LINE_CHARS)
     text = _text(f, encoding)
-    reader = csv.reader(_bounded_lines(text), delimiter=delimiter)
+    ended: list[bool] = []
+    reader = csv.reader(_bounded_lines(text, ended), delimiter=delimiter)
     line = 0
     try:
         while True:
+            opens_on = reader.line_num + 1
             try:
                 row = next(reader)
             except StopIteration:
@@ -337,6 +386,10 @@ def iter_rows(
                 raise BadFile(f"line {line + 1}: {exc}") from exc
             except UnicodeDecodeError as exc:
                 raise BadFile(f"line {line + 1}: the text is not {encoding}: {exc}") from exc
+            if ended:  # the end marker came out, alone or swallowed by an open quote
+                if row == [_END]:
+                    return
+                raise _unclosed_quote(opens_on)
             line += 1
             if line == 1 and skip_header:
                 continue

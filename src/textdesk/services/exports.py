@@ -37,7 +37,8 @@ from textdesk.store.tables import contacts, messages, utcnow
 PAGE = 2000
 #: Flush the text buffer to the client beyond this many characters.
 CHUNK = 64 * 1024
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+#: What a spreadsheet takes for the start of a formula (OWASP "CSV injection").
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _PLAIN_NUMBER = re.compile(r"[+-]?\d+(?:\.\d+)?")
 
 CONTACT_COLUMNS = (
@@ -99,7 +100,7 @@ def safe_cell(value: Any) -> str:
         text = value.isoformat()
     else:
         text = str(value)
-    if text.startswith(_FORMULA_START) and not _PLAIN_NUMBER.fullmatch(text):
+    if text.startswith(FORMULA_START) and not _PLAIN_NUMBER.fullmatch(text):
         return "'" + text
     return text
 

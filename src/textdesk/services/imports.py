@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import itertools
 import json
 import logging
 import os
@@ -48,7 +49,7 @@ from sqlalchemy.engine import Connection
 from textdesk.domain import csvimport
 from textdesk.domain.csvimport import BadFile, Plan, Rejected, RowValues
 from textdesk.domain.roles import Role
-from textdesk.services import audit, custom_fields, events, import_bulk
+from textdesk.services import audit, custom_fields, events, exports, import_bulk
 from textdesk.services.accounts import get_organization
 from textdesk.services.audit import RequestInfo
 from textdesk.services.auth import Principal
@@ -425,6 +426,17 @@ def reject_rows(
         for r in rows:
             yield [str(r.line), r.reason, r.raw]
         last = rows[-1].line
+
+
+def rejects_csv(db: Database, principal: Principal, import_id: int) -> Iterator[bytes]:
+    """The downloadable report of rejected rows, as CSV. A row is kept as the file had it, so
+    a cell may well be a formula: it is defused the way every export is. An unknown import
+    raises here, before the first byte."""
+    rows = reject_rows(db, principal, import_id)
+    first = next(rows, None)
+    return exports.csv_chunks(
+        REJECT_COLUMNS, itertools.chain([] if first is None else [first], rows)
+    )
 
 
 # --- running ---------------------------------------------------------------------------------

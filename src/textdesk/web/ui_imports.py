@@ -14,7 +14,6 @@ from starlette.datastructures import UploadFile
 from textdesk.domain.csvimport import ATTRIBUTES
 from textdesk.services import custom_fields, imports
 from textdesk.services.errors import ServiceError
-from textdesk.web.api.imports import csv_lines
 from textdesk.web.deps import Config, Db, Origin
 from textdesk.web.ui import Actor, Viewer, page, templates
 
@@ -146,10 +145,8 @@ def import_cancel(import_id: int, db: Db, origin: Origin, actor: Actor) -> Respo
 
 @router.get("/imports/{import_id}/rejects.csv", response_class=StreamingResponse)
 def import_rejects(import_id: int, db: Db, viewer: Viewer) -> StreamingResponse:
-    rows = imports.reject_rows(db, viewer, import_id)
-    first = next(rows, None)
     return StreamingResponse(
-        csv_lines(imports.REJECT_COLUMNS, first, rows),
+        imports.rejects_csv(db, viewer, import_id),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="import-{import_id}-rejects.csv"'},
     )

@@ -27,6 +27,11 @@ CHANNEL = ChannelContext(channel_id=7, sender=SENDER, base_url=APP)
 STATUS_URL = f"{APP}/webhooks/simulator/7/status"
 INBOUND_URL = f"{APP}/webhooks/simulator/7/inbound"
 
+#: How long a test lets the carrier finish its callbacks (``wait_idle``): a safety net for a hung
+#: test, never a measurement (it returns as soon as the carrier is idle, however loaded the
+#: machine).
+SETTLE = 60.0
+
 #: No latency, no delays, no backoff: the tests wait on the carrier, not on the clock.
 FAST: dict[str, Any] = {
     "latency_ms": 0,

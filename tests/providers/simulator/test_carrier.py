@@ -13,6 +13,7 @@ from tests.providers.simulator.harness import (
     FAST,
     INBOUND_URL,
     SENDER,
+    SETTLE,
     STATUS_URL,
     harness,
     sms,
@@ -117,7 +118,7 @@ async def test_delivery_report_is_posted_signed(
 ) -> None:
     async with harness() as h:
         sent = await h.provider.send(sms(to=to))
-        await h.carrier.wait_idle(5)
+        await h.carrier.wait_idle(SETTLE)
         (callback,) = h.receiver.at(STATUS_URL)
         h.provider.verify(callback)
         assert callback.header("content-type") == "application/json"
@@ -137,7 +138,7 @@ async def test_random_outcomes_follow_the_rates() -> None:
     async with harness(delivered_rate=0.5, undelivered_rate=0.3, seed=42) as h:
         for _ in range(400):
             await h.provider.send(sms())
-        await h.carrier.wait_idle(10)
+        await h.carrier.wait_idle(SETTLE)
         stats = h.carrier.stats()
         assert stats["delivered"] + stats["undelivered"] + stats["failed"] == 400
         assert 160 < stats["delivered"] < 240
@@ -153,7 +154,7 @@ async def test_seeded_runs_repeat() -> None:
         async with harness(delivered_rate=0.6, undelivered_rate=0.2, seed=7) as h:
             for _ in range(30):
                 await h.provider.send(sms())
-            await h.carrier.wait_idle(5)
+            await h.carrier.wait_idle(SETTLE)
             outcomes.append([json.loads(r.body)["status"] for r in h.receiver.requests])
     assert outcomes[0] == outcomes[1]
     assert len(set(outcomes[0])) == 3
@@ -163,21 +164,21 @@ async def test_callbacks_are_retried_then_dropped() -> None:
     async with harness(callback_retries=3) as h:
         h.receiver.statuses = [500, 503]
         await h.provider.send(sms())
-        await h.carrier.wait_idle(5)
+        await h.carrier.wait_idle(SETTLE)
         assert len(h.receiver.requests) == 3
         assert h.carrier.stats()["callbacks_failed"] == 0
 
         h.receiver.requests.clear()
         h.receiver.statuses = [500, 502, 503, 504]
         await h.provider.send(sms())
-        await h.carrier.wait_idle(5)
+        await h.carrier.wait_idle(SETTLE)
         assert len(h.receiver.requests) == 4  # 1 + 3 retries
         assert h.carrier.stats()["callbacks_failed"] == 1
 
         h.receiver.requests.clear()
         h.receiver.statuses = [403]  # refused on purpose: not retried
         await h.provider.send(sms())
-        await h.carrier.wait_idle(5)
+        await h.carrier.wait_idle(SETTLE)
         assert len(h.receiver.requests) == 1
         assert h.carrier.stats()["callbacks_failed"] == 2
 
@@ -189,7 +190,7 @@ async def test_unreachable_callback_is_dropped_and_the_status_still_recorded() -
     try:
         answer = await carrier.submit(payload)
         assert answer.status_code == 200
-        await carrier.wait_idle(5)
+        await carrier.wait_idle(SETTLE)
         assert carrier.stats()["callbacks_failed"] == 1
         record = carrier.lookup(answer.body["id"])
         assert record is not None and record.status == "delivered"
@@ -211,7 +212,7 @@ async def test_scripted_replies_arrive_signed_at_the_inbound_url(suffix: str, bo
     customer = f"+1202555{suffix}"
     async with harness() as h:
         await h.provider.send(sms(to=customer))
-        await h.carrier.wait_idle(5)
+        await h.carrier.wait_idle(SETTLE)
         (status,) = h.receiver.at(STATUS_URL)
         (reply,) = h.receiver.at(INBOUND_URL)
         assert h.receiver.requests == [status, reply]  # the report comes first
@@ -228,7 +229,7 @@ async def test_random_replies_at_reply_rate() -> None:
     async with harness(reply_rate=1.0) as h:
         for _ in range(20):
             await h.provider.send(sms())
-        await h.carrier.wait_idle(5)
+        await h.carrier.wait_idle(SETTLE)
         replies = [json.loads(r.body)["body"] for r in h.receiver.at(INBOUND_URL)]
         assert len(replies) == 20
         assert set(replies) <= set(script.RANDOM_REPLIES)
@@ -236,7 +237,7 @@ async def test_random_replies_at_reply_rate() -> None:
     async with harness() as h:  # reply_rate defaults to 0
         for _ in range(20):
             await h.provider.send(sms())
-        await h.carrier.wait_idle(5)
+        await h.carrier.wait_idle(SETTLE)
         assert h.receiver.at(INBOUND_URL) == []
 
 
@@ -245,7 +246,7 @@ async def test_no_reply_without_an_inbound_url() -> None:
         payload = {**GOOD, "to": "+12025550700"}
         del payload["inbound_url"]
         assert (await h.api.post("/v1/messages", json=payload, headers=AUTH)).status_code == 200
-        await h.carrier.wait_idle(5)
+        await h.carrier.wait_idle(SETTLE)
         assert h.receiver.at(INBOUND_URL) == []
 
 
@@ -270,7 +271,7 @@ async def test_inject_inbound() -> None:
 
         r = await h.api.post("/v1/inject-inbound", json={**text, "inbound_url": INBOUND_URL})
         assert r.status_code == 202
-        await h.carrier.wait_idle(5)
+        await h.carrier.wait_idle(SETTLE)
         assert len(h.receiver.requests) == 2
         assert h.carrier.stats()["inbound_injected"] == 2
 
@@ -299,17 +300,37 @@ async def test_stats_and_reset() -> None:
             "callbacks_failed": 0,
             "distinct_keys": 2,
             "max_sends_per_key": 2,
+            "repeats_accepted": 1,  # "b" is the same text as "a" under another key
             "pending_callbacks": 2,
         }
         r = await h.api.post("/v1/reset")
         assert r.status_code == 200
         assert set(r.json().values()) == {0}
-        await h.carrier.wait_idle(5)
+        await h.carrier.wait_idle(SETTLE)
         assert h.receiver.requests == []  # pending reports were cancelled
         assert h.carrier.messages == {}
         # The key is free again after a reset.
         assert (await h.provider.send(sms(key="a"))).provider_message_id
         assert h.carrier.stats()["accepted"] == 1
+
+
+async def test_a_message_accepted_again_under_another_key_is_counted_as_a_repeat() -> None:
+    """The key counters cannot see a re-send under a new key (or none); the recipient would
+    get the text twice, and ``repeats_accepted`` says so."""
+    async with harness(dlr_delay_ms=60_000) as h:
+        await h.provider.send(sms(key="first", body="Your table is ready"))
+        await h.provider.send(sms(key="first", body="Your table is ready"))  # suppressed
+        assert h.carrier.stats()["repeats_accepted"] == 0
+        await h.provider.send(sms(key="second", body="Your table is ready"))
+        no_key = {"from": SENDER, "to": "+12025550123", "body": "Your table is ready"}
+        assert (await h.carrier.submit(no_key)).status_code == 200
+        await h.provider.send(sms(key="third", body="Your table is ready!"))  # another text
+        await h.provider.send(sms(key="fourth", to="+12025550124", body="Your table is ready"))
+        stats = h.carrier.stats()
+        assert (stats["accepted"], stats["repeats_accepted"]) == (5, 2)
+        h.carrier.reset()
+        await h.provider.send(sms(key="again", body="Your table is ready"))
+        assert h.carrier.stats()["repeats_accepted"] == 0
 
 
 async def test_records_are_compact() -> None:

@@ -13,7 +13,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from tests.providers.simulator.harness import APP, CHANNEL, FAST, sms
+from tests.providers.simulator.harness import APP, CHANNEL, FAST, SETTLE, sms
 from textdesk.domain.states import MessageStatus
 from textdesk.providers.base import TemporaryFailure
 from textdesk.providers.simulator import SimulatorConfig, create, create_carrier_app
@@ -32,13 +32,13 @@ def _free_port() -> int:
 def standalone() -> Iterator[str]:
     """The carrier served by uvicorn on a loopback port, as ``python -m ...`` would."""
     port = _free_port()
-    app = create_carrier_app(SimulatorConfig(**{**FAST, "hang_ms": 3_000}))
+    app = create_carrier_app(SimulatorConfig(**{**FAST, "hang_ms": 600_000}))
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 60  # a safety net
     while not server.started:
         assert time.monotonic() < deadline, "the simulator did not start"
         time.sleep(0.01)
@@ -55,7 +55,7 @@ async def test_standalone_over_real_http(standalone: str) -> None:
     nowhere = f"http://127.0.0.1:{_free_port()}/webhooks/simulator/7/status"
     message = replace(sms(key="real"), status_callback_url=nowhere)
     async with httpx.AsyncClient() as http:
-        provider = create({"url": standalone, "timeout": 5}, CHANNEL, http)
+        provider = create({"url": standalone, "timeout": 60}, CHANNEL, http)
         impatient = create({"url": standalone, "timeout": 0.5}, CHANNEL, http)
         sent = await provider.send(message)
         assert (await provider.send(message)).provider_message_id == sent.provider_message_id
@@ -83,7 +83,7 @@ async def test_mounted_under_simulator() -> None:
         sent = await provider.send(sms())
         assert await provider.lookup(sent.provider_message_id) is not None
         assert (await http.get(f"{APP}/simulator/v1/stats")).json()["accepted"] == 1
-        await carrier_app.state.carrier.wait_idle(5)
+        await carrier_app.state.carrier.wait_idle(SETTLE)
         await carrier_app.state.carrier.aclose()
 
 

@@ -139,7 +139,7 @@ def smpp_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peer]:
 
 
 def _wait_listening(process: subprocess.Popen[bytes], log: Path) -> dict[str, int]:
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 120  # a safety net: Node starts slowly on a loaded machine
     while time.monotonic() < deadline:
         if process.poll() is not None:
             pytest.fail(f"the SMPP peer exited with {process.returncode}:\n{log.read_text()}")
@@ -192,9 +192,11 @@ def context(sink: FakeSink, channel_id: int = 7) -> ChannelContext:
 
 
 async def eventually(
-    condition: Callable[[], Any], timeout: float = 5.0, message: str = "condition"
+    condition: Callable[[], Any], timeout: float = 60.0, message: str = "condition"
 ) -> Any:
-    """Poll ``condition`` on the event loop (so the adapter's sink calls keep running)."""
+    """Poll ``condition`` on the event loop (so the adapter's sink calls keep running). The
+    timeout is a safety net for a hung test, never a measurement: it returns as soon as the
+    condition holds."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()

@@ -278,11 +278,20 @@ def test_window_limits_submits_in_flight(peer: Peer) -> None:
     async def scenario(provider: SmppProvider, sink: FakeSink) -> None:
         await provider.start()
         await eventually(lambda: provider.bound)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         stuck = asyncio.create_task(provider.send(sms("+15551230999")))  # never answered
-        await asyncio.sleep(0.4)
+        await eventually(lambda: peer.submits(), message="the first submit")
+        # The second waits for room at most submit_timeout too: starting it half-way through
+        # the stuck one's wait leaves it a second after the room is freed, however slow the
+        # machine is in between.
+        await asyncio.sleep(max(0.0, started + 1.0 - loop.time()))
         waiting = asyncio.create_task(provider.send(sms("+15551230001")))
-        await asyncio.sleep(0.3)
-        assert len(peer.submits()) == 1, "the second waits for room in the window"
+        await asyncio.sleep(0.3)  # the second's chance to go out wrongly
+        # peer.submits() blocks this loop, so the stuck send cannot time out between the two
+        # reads: while it is still waiting, the window is full and only one submit is out.
+        submits, stuck_waiting = len(peer.submits()), not stuck.done()
+        assert submits == 1 or not stuck_waiting, "the second waits for room in the window"
         with pytest.raises(AmbiguousFailure):
             await stuck
         # The stuck one's slot is freed when it times out; then the second goes through.
@@ -290,7 +299,7 @@ def test_window_limits_submits_in_flight(peer: Peer) -> None:
         assert result.status is MessageStatus.SENT
         assert len(peer.submits()) == 2
 
-    run_with(peer, scenario, window=1, submit_timeout=1.0)
+    run_with(peer, scenario, window=1, submit_timeout=2.0)
 
 
 # --- delivery receipts -----------------------------------------------------------------------
@@ -439,7 +448,7 @@ def test_inbound_incomplete_set_is_delivered_after_the_timeout(peer: Peer) -> No
         await provider.start()
         await eventually(lambda: provider.bound)
         peer.deliver(bytes([5, 0, 3, 1, 2, 1]) + gsm_encode("only the first half"), esm_class=0x40)
-        await eventually(lambda: sink.inbound_messages, timeout=3)
+        await eventually(lambda: sink.inbound_messages)
         (message,) = sink.inbound_messages
         assert message.body == "only the first half"
         assert message.raw["missing_parts"] == [2]
@@ -455,10 +464,10 @@ def test_enquire_link_both_ways(peer: Peer) -> None:
         await provider.start()
         await eventually(lambda: provider.bound)
         # Ours: sent when the link is idle.
-        await eventually(lambda: len(peer.events("enquire_link")) >= 2, timeout=3)
+        await eventually(lambda: len(peer.events("enquire_link")) >= 2)
         # Theirs: answered.
         peer.enquire_link()
-        await eventually(lambda: peer.events("enquire_link_resp"), timeout=3)
+        await eventually(lambda: peer.events("enquire_link_resp"))
 
     run_with(peer, scenario, enquire_link_interval=0.2)
     assert len(peer.events("bind")) == 1, "a healthy link is never re-bound"
@@ -470,7 +479,7 @@ def test_unanswered_enquire_link_reconnects(peer: Peer) -> None:
     async def scenario(provider: SmppProvider, sink: FakeSink) -> None:
         await provider.start()
         await eventually(lambda: provider.bound)
-        await eventually(lambda: provider.binds >= 2, timeout=6, message="re-bind")
+        await eventually(lambda: provider.binds >= 2, message="re-bind")
 
     run_with(peer, scenario, enquire_link_interval=0.2)
     assert len(peer.events("bind")) >= 2
@@ -480,7 +489,7 @@ def test_reconnects_after_the_peer_drops_the_connection(peer: Peer) -> None:
     async def scenario(provider: SmppProvider, sink: FakeSink) -> tuple[SendResult, SendResult]:
         first = await provider.send(sms("+15551230001"))
         assert peer.drop() == 1
-        await eventually(lambda: not provider.bound, timeout=2, message="the drop to be noticed")
+        await eventually(lambda: not provider.bound, message="the drop to be noticed")
         # send() waits for the session to bind again, then goes through.
         second = await provider.send(sms("+15551230001"))
         assert provider.binds == 2
@@ -501,7 +510,7 @@ def test_submit_in_flight_when_the_connection_drops_is_ambiguous(peer: Peer) -> 
         with pytest.raises(AmbiguousFailure, match="smpp:connection_lost"):
             await pending
         # It recovers by itself.
-        await eventually(lambda: provider.binds == 2, timeout=3)
+        await eventually(lambda: provider.binds == 2)
 
     run_with(peer, scenario)
 

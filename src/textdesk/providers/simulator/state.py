@@ -99,6 +99,11 @@ class Stats:
     rejected: int = 0  # sends answered 4xx/5xx
     callbacks_failed: int = 0  # callbacks dropped after their retries
     max_sends_per_key: int = 0
+    #: Accepted with the sender, recipient and body of an earlier acceptance, under another
+    #: idempotency key or none: the recipient gets the text twice, which the key counters
+    #: cannot see. (A person may legitimately be sent the same words twice; a test that sends
+    #: each text once expects 0.)
+    repeats_accepted: int = 0
 
 
 def _now_iso() -> str:
@@ -146,6 +151,8 @@ class CarrierState:
         self.messages: dict[str, Record] = {}
         self.by_key: dict[str, Record] = {}
         self._scripted_done: set[str] = set()
+        # Hashes, not the texts: a benchmark's 100k+ acceptances stay cheap to remember.
+        self._contents: set[int] = set()
         self.counters = Stats()
 
     # --- control -------------------------------------------------------------------------------
@@ -158,6 +165,7 @@ class CarrierState:
         self.messages.clear()
         self.by_key.clear()
         self._scripted_done.clear()
+        self._contents.clear()
         self.counters = Stats()
 
     def stats(self) -> dict[str, int]:
@@ -174,6 +182,7 @@ class CarrierState:
             "callbacks_failed": c.callbacks_failed,
             "distinct_keys": len(self.by_key),
             "max_sends_per_key": c.max_sends_per_key,
+            "repeats_accepted": c.repeats_accepted,
             "pending_callbacks": sum(1 for t in self._tasks if not t.done()),
         }
 
@@ -242,6 +251,11 @@ class CarrierState:
             self.by_key[key] = record
         self.counters.accepted += 1
         self.counters.max_sends_per_key = max(self.counters.max_sends_per_key, 1)
+        content = hash((sender, to, body))
+        if content in self._contents:
+            self.counters.repeats_accepted += 1
+        else:
+            self._contents.add(content)
         self._spawn(self._deliver(record, status_callback, inbound_url))
 
         if script.suffix(to) == script.HANG_SUFFIX:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -115,27 +112,8 @@ def cancel(import_id: int, caller: ApiCaller, db: Db, origin: Origin) -> Any:
 @router.get("/imports/{import_id}/rejects.csv", response_class=StreamingResponse)
 def rejects(import_id: int, caller: ApiCaller, db: Db) -> StreamingResponse:
     """The rejected rows: spreadsheet line, reason, and the row as it was."""
-    rows = imports.reject_rows(db, caller, import_id)
-    first = next(rows, None)  # raises NotFound before the response starts
     return StreamingResponse(
-        csv_lines(imports.REJECT_COLUMNS, first, rows),
+        imports.rejects_csv(db, caller, import_id),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="import-{import_id}-rejects.csv"'},
     )
-
-
-def csv_lines(
-    header: tuple[str, ...], first: list[str] | None, rows: Iterator[list[str]]
-) -> Iterator[str]:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(header)
-    if first is not None:
-        writer.writerow(first)
-    for row in rows:
-        writer.writerow(row)
-        if buffer.tell() > 64_000:
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-    yield buffer.getvalue()

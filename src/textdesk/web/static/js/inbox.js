@@ -76,7 +76,8 @@
     clearTimeout(threadTimer);
     threadTimer = setTimeout(function () {
       if (!busy()) {
-        htmx.ajax("GET", "/inbox/c/" + id, { target: "#thread", swap: "innerHTML" });
+        htmx.ajax("GET", "/inbox/c/" + id,
+          { target: "#thread", swap: "innerHTML", headers: { "X-Live-Refresh": "1" } });
         return;
       }
       // Never wipe what the agent is typing: refresh only the parts that show state.
@@ -101,6 +102,18 @@
         });
     }, 150);
   }
+
+  // The whole-thread swap above was chosen when the request went out. If the agent has reached
+  // into the thread since (clicked into the composer, typed, pressed a key), swapping now would
+  // take their text or focus away: drop this answer and refresh again, part by part.
+  document.addEventListener("htmx:beforeSwap", function (e) {
+    var config = e.detail.requestConfig;
+    var live = config && config.headers && config.headers["X-Live-Refresh"];
+    if (live && e.detail.target && e.detail.target.id === "thread" && busy()) {
+      e.detail.shouldSwap = false;
+      refreshThread();
+    }
+  });
 
   function shown(ids) {
     for (var i = 0; i < ids.length; i++) {
