@@ -1,7 +1,7 @@
 """automations: customer events, automations and their versions, durable runs, drafts
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-04
 
 ``customer_events`` (posted through ``POST /api/v1/events``; the idempotency key is unique per
@@ -19,8 +19,8 @@ from sqlalchemy.dialects import postgresql
 
 from textdesk.store.tables import UTCDateTime
 
-revision: str = "0006"
-down_revision: str | None = "0005"
+revision: str = "0008"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
