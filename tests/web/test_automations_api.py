@@ -266,6 +266,13 @@ def test_keyword_and_no_reply_triggers_refuse_bad_input_with_the_field(
         ({"type": "no_reply", "within": "9999d", "campaign_id": 1}, "trigger.no_reply.within"),
         ({"type": "surprise"}, "trigger"),
         ({"type": 7}, "trigger"),
+        ({"type": None}, "trigger"),
+        ("keyword", "trigger"),
+        ({"type": "keyword", "keywords": "HOURS"}, "trigger.keyword.keywords"),
+        ({"type": "keyword", "keywords": [123]}, "trigger.keyword.keywords[0]"),
+        ({"type": "keyword", "keywords": ["ǅ" * 200]}, "trigger.keyword.keywords[0]"),
+        ({"type": "no_reply", "within": 123, "campaign_id": 1}, "trigger.no_reply.within"),
+        ({"type": "no_reply", "within": "2d", "campaign_id": "1x"}, "trigger.no_reply.campaign_id"),
     ):
         refused = problem(
             client.post("/api/v1/automations", json=automation(trigger), headers=h), 422
