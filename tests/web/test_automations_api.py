@@ -233,3 +233,66 @@ def test_a_draft_is_in_the_thread_and_sent_with_one_action(
     again = client.post(f"/api/v1/drafts/{draft_id}/send", headers=h)
     assert again.status_code == 200 and again.json()["purpose"] == "marketing"
     assert problem(client.post(f"/api/v1/drafts/{draft_id}/discard", json={}, headers=h), 409)
+
+
+def test_keyword_and_no_reply_triggers_refuse_bad_input_with_the_field(
+    client: TestClient, acme: Org
+) -> None:
+    h = acme.admin.headers
+
+    def automation(trigger: Any) -> dict[str, Any]:
+        return {"name": "Trigger", "trigger": trigger, "steps": [{"type": "stop"}]}
+
+    for trigger, field in (
+        ({"type": "keyword", "keywords": ["STOP"]}, "trigger.keyword.keywords[0]"),
+        ({"type": "keyword", "keywords": ["HOURS", "s.t.o.p"]}, "trigger.keyword.keywords[1]"),
+        ({"type": "keyword", "keywords": ["Help"]}, "trigger.keyword.keywords[0]"),
+        ({"type": "keyword", "keywords": ["a\x00b"]}, "trigger.keyword.keywords[0]"),
+        ({"type": "keyword", "keywords": ["!!!"]}, "trigger.keyword.keywords[0]"),
+        ({"type": "keyword", "keywords": ["X" * 41]}, "trigger.keyword.keywords[0]"),
+        ({"type": "keyword", "keywords": []}, "trigger.keyword.keywords"),
+        ({"type": "keyword", "keywords": ["MENU", "menu!"]}, "trigger.keyword"),
+        ({"type": "no_reply", "within": "2d"}, "trigger.no_reply"),
+        ({"type": "no_reply", "within": "0m", "campaign_id": 1}, "trigger.no_reply"),
+        (
+            {"type": "no_reply", "within": "2d", "campaign_id": 2**64},
+            "trigger.no_reply.campaign_id",
+        ),
+        (
+            {"type": "no_reply", "within": "2d", "automation_id": 0},
+            "trigger.no_reply.automation_id",
+        ),
+        ({"type": "no_reply", "within": "2d", "campaign_id": 2**63 - 1}, "trigger.campaign_id"),
+        ({"type": "no_reply", "within": "9999d", "campaign_id": 1}, "trigger.no_reply.within"),
+        ({"type": "surprise"}, "trigger"),
+        ({"type": 7}, "trigger"),
+        ({"type": None}, "trigger"),
+        ("keyword", "trigger"),
+        ({"type": "keyword", "keywords": "HOURS"}, "trigger.keyword.keywords"),
+        ({"type": "keyword", "keywords": [123]}, "trigger.keyword.keywords[0]"),
+        ({"type": "keyword", "keywords": ["ǅ" * 200]}, "trigger.keyword.keywords[0]"),
+        ({"type": "no_reply", "within": 123, "campaign_id": 1}, "trigger.no_reply.within"),
+        ({"type": "no_reply", "within": "2d", "campaign_id": "1x"}, "trigger.no_reply.campaign_id"),
+    ):
+        refused = problem(
+            client.post("/api/v1/automations", json=automation(trigger), headers=h), 422
+        )
+        assert refused["field"] == field, (trigger if len(str(trigger)) < 100 else "", refused)
+    made = client.post(
+        "/api/v1/automations",
+        json=automation({"type": "keyword", "keywords": [" hours? "]}),
+        headers=h,
+    )
+    assert made.status_code == 201 and made.json()["trigger"]["keywords"] == ["HOURS"]
+    taken = problem(
+        client.post(
+            "/api/v1/automations",
+            json=automation({"type": "keyword", "keywords": ["JOIN", "HOURS"]}),
+            headers=h,
+        ),
+        409,
+    )
+    assert taken["field"] == "trigger.keywords[1]" and str(made.json()["id"]) in taken["detail"]
+    login(client, acme.agent.user.email)
+    page = client.get("/automations")
+    assert page.status_code == 200 and "keyword <code>HOURS</code>" in page.text

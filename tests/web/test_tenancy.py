@@ -435,3 +435,33 @@ def test_outsider_cannot_reach_acme(
         automation = definitions.get_automation(conn, acme.org.id, objs.automation_id)
         assert (automation.name, automation.status) == ("Secret automation", "active")
         assert automation_drafts.get_draft(conn, acme.org.id, objs.draft_id).status == "pending"
+
+
+@pytest.mark.parametrize("source", ["campaign_id", "automation_id"])
+def test_outsider_cannot_follow_acme_messages(
+    source: str, client: TestClient, db: Database, settings: Settings, acme: Org, globex: Org
+) -> None:
+    """A no-reply trigger names a campaign or an automation: another organization's is not
+    found (422 on the field), and keywords are each organization's own."""
+    objs = _acme_objects(db, acme, settings)
+    response = client.post(
+        "/api/v1/automations",
+        json={
+            "name": "Globex follow-up",
+            "trigger": {"type": "no_reply", "within": "2d", source: getattr(objs, source)},
+            "steps": [{"type": "stop"}],
+        },
+        headers=globex.admin.headers,
+    )
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["field"] == f"trigger.{source}"
+    assert "Secret" not in response.text and "Acme" not in response.text
+    keyword = {
+        "name": "Hours",
+        "trigger": {"type": "keyword", "keywords": ["HOURS"]},
+        "steps": [{"type": "stop"}],
+    }
+    for org in (acme, globex):
+        made = client.post("/api/v1/automations", json=keyword, headers=org.admin.headers)
+        assert made.status_code == 201, made.text

@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import secrets
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
@@ -24,10 +25,13 @@ from textdesk.services import (
     segments,
 )
 from textdesk.services.auth import Principal
+from textdesk.services.automations import definitions as automations
+from textdesk.services.automations import events as customer_events
 from textdesk.services.contacts import ContactInput
 from textdesk.services.passwords import hash_password
 from textdesk.store.db import Database
-from textdesk.store.tables import organizations, users
+from textdesk.store.tables import contacts as contacts_table
+from textdesk.store.tables import organizations, users, utcnow
 
 DEMO_SLUG = "acme-dental"
 DEMO_USERS = (
@@ -42,6 +46,23 @@ DEMO_SCRIPT = (
 DEMO_DRAFT_SCRIPT = (
     "Hi {first_name|there}, Acme Dental here: as a VIP patient you get priority booking this "
     "month. Reply YES and {agent_name} will find you a slot. Reply STOP to opt out."
+)
+DEMO_REMINDER = (
+    "Hi {first_name|there}, a reminder from Acme Dental: your {event.data.service|appointment} "
+    "with {event.data.dentist|us} is {event.date} at {event.time}. Reply STOP to opt out."
+)
+DEMO_HOURS = (
+    "Acme Dental is open Mon-Fri 8am-6pm and Sat 9am-1pm. Reply here to book. "
+    "Reply STOP to opt out."
+)
+#: The seeded appointments, as (hours from now, dentist, service): their 24-hours-before
+#: reminders are due in 10 minutes, in 2 hours and in 3 days; the 12-hour one is inside its 24
+#: hours already, so its reminder goes as soon as a worker runs.
+DEMO_APPOINTMENTS = (
+    (24 + 1 / 6, "Dr. Lee", "cleaning"),
+    (26, "Dr. Patel", "check-up"),
+    (96, "Dr. Lee", "filling"),
+    (12, "Dr. Patel", "cleaning"),
 )
 #: Saved segment of the active campaign: about a quarter of the demo contacts carry the tag.
 DEMO_SEGMENT = ("Recall due", "tag:recall-due AND NOT opted_out")
@@ -122,7 +143,9 @@ def _password() -> str:
     return secrets.token_urlsafe(12)
 
 
-def seed(db: Database, *, contact_count: int = 200, rng_seed: int = 7) -> DemoResult:
+def seed(
+    db: Database, *, contact_count: int = 200, rng_seed: int = 7, now: datetime | None = None
+) -> DemoResult:
     with db.read() as conn:
         existing = conn.execute(
             sa.select(organizations.c.id).where(organizations.c.slug == DEMO_SLUG)
@@ -176,7 +199,69 @@ def seed(db: Database, *, contact_count: int = 200, rng_seed: int = 7) -> DemoRe
                 ),
             )
     _seed_campaigns(db, system)
+    _seed_automations(db, system, now or utcnow())
     return DemoResult(org_id=org.id, created=True, logins=tuple(logins))
+
+
+def _seed_automations(db: Database, system: Principal, now: datetime) -> None:
+    """An appointment reminder (24 hours before, with the event's data) with a few booked
+    appointments whose reminders wait or are due, and a HOURS keyword answer."""
+    automations.create_automation(
+        db,
+        system,
+        {
+            "name": "Appointment reminder",
+            "trigger": {
+                "type": "event",
+                "event_types": ["appointment.booked", "appointment.rescheduled"],
+            },
+            "conditions": {"segment": "NOT opted_out"},
+            "steps": [
+                {"type": "wait", "before": "24h"},
+                {"type": "send", "template": DEMO_REMINDER, "purpose": "transactional"},
+                {"type": "tag", "tags": ["reminded"]},
+            ],
+        },
+    )
+    automations.create_automation(
+        db,
+        system,
+        {
+            "name": "Opening hours (HOURS)",
+            "trigger": {"type": "keyword", "keywords": ["HOURS"]},
+            "steps": [{"type": "send", "template": DEMO_HOURS, "purpose": "informational"}],
+        },
+    )
+    with db.read() as conn:
+        patients = list(
+            conn.execute(
+                sa.select(contacts_table.c.id)
+                .where(contacts_table.c.org_id == system.org_id)
+                .order_by(contacts_table.c.id)
+                .limit(len(DEMO_APPOINTMENTS))
+            ).scalars()
+        )
+    if not patients:
+        return
+    customer_events.record_events(
+        db,
+        system,
+        [
+            customer_events.EventInput(
+                type="appointment.booked",
+                contact_id=contact_id,
+                key=f"demo-{i + 1}",
+                id=f"demo-appointment-{i + 1}",
+                occurs_at=now + timedelta(hours=hours),
+                data={"dentist": dentist, "service": service},
+            )
+            for i, (contact_id, (hours, dentist, service)) in enumerate(
+                zip(patients, DEMO_APPOINTMENTS, strict=False)
+            )
+        ],
+        batch=True,
+        now=now,
+    )
 
 
 def _seed_campaigns(db: Database, system: Principal) -> None:

@@ -496,6 +496,17 @@ def queue_outbound_many(
         _queue_wave(conn, settings, items, wave, now, results)
     answered = [r for r in results if r is not None]
     assert len(answered) == len(items), "every item gets its message or its error"
+    if any(it.campaign_id is not None or it.actor.startswith("automation:") for it in items):
+        # No-reply automations start waiting on a campaign's or an automation's message in the
+        # transaction that queues it.
+        from textdesk.services.automations import triggers
+
+        created = [
+            (it, r.message)
+            for it, r in zip(items, answered, strict=True)
+            if isinstance(r, Queued) and r.created
+        ]
+        triggers.on_outbound(conn, created, now)
     return answered
 
 
@@ -1086,6 +1097,11 @@ def receive_inbound(db: Database, settings: Settings, channel_id: int, sms: Inbo
         from textdesk.services import optout  # it queues replies through this module
 
         optout.on_inbound(conn, settings, message, channel)
+        # Then automations: a reply cancels no-reply waits, a keyword starts its runs (never
+        # STOP, HELP or START, which the line above answered).
+        from textdesk.services.automations import triggers
+
+        triggers.on_inbound(conn, message, now)
         for hook in INBOUND_HOOKS:
             hook(conn, settings, message, channel)
     return Received(message, duplicate=False)

@@ -9,6 +9,7 @@ through the outbox and the compliance gate like every other message. See docs/au
     conditions.py   the segment language and event-data comparisons, checked as a run starts
     schedule.py     when a wait ends (zoneinfo, DST-correct wall-clock times)
     runs.py         run states, history, cancelling (by subject, contact, automation)
+    triggers.py     keyword and no-reply triggers, started with their inbound/outbound message
     timers.py       workers claim due runs and do their steps, effects in the claim's transaction
     drafts.py       queue_for_person: drafts a person sends with one action
 

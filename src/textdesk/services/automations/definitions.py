@@ -24,7 +24,13 @@ from textdesk.services import audit
 from textdesk.services.audit import RequestInfo
 from textdesk.services.auth import Principal
 from textdesk.services.automations import runs
-from textdesk.services.automations.spec import Definition, QueueForPersonStep, SendStep
+from textdesk.services.automations.spec import (
+    Definition,
+    KeywordTrigger,
+    NoReplyTrigger,
+    QueueForPersonStep,
+    SendStep,
+)
 from textdesk.services.errors import Conflict, Invalid, NotFound
 from textdesk.store.db import Database
 from textdesk.store.tables import automation_runs, automation_versions, automations, utcnow
@@ -71,10 +77,14 @@ def parse(raw: dict[str, Any] | Definition) -> Definition:
         raise Invalid(f"{where}: {first['msg']}", field=where) from None
 
 
-def check(conn: Connection, org_id: int, definition: Definition) -> Definition:
-    """What needs the organization: merge fields exist, the segment query compiles."""
+def check(
+    conn: Connection, org_id: int, definition: Definition, automation_id: int | None = None
+) -> Definition:
+    """What needs the organization: merge fields exist, the segment query compiles, a keyword
+    is no other automation's, a no-reply trigger follows a campaign or automation it has."""
     from textdesk.services import campaigns, segments
 
+    _check_trigger(conn, org_id, definition, automation_id)
     known = {f for f in campaigns.known_fields(conn, org_id) if f != "agent_name"}
     for i, step in enumerate(definition.steps):
         if isinstance(step, SendStep | QueueForPersonStep):
@@ -83,6 +93,14 @@ def check(conn: Connection, org_id: int, definition: Definition) -> Definition:
                 parsed = templates.parse_template(step.template)
             except templates.TemplateError as exc:
                 raise Invalid(f"{where}: {exc.message}", field=where) from None
+            if definition.trigger.type != "event":
+                used = sorted(f for f in parsed.fields if f.startswith("event."))
+                if used:
+                    raise Invalid(
+                        f"{where}: {{{used[0]}}}: a {definition.trigger.type} trigger has no "
+                        "event, so no event fields",
+                        field=where,
+                    )
             for name in sorted(parsed.fields):
                 if name in known or name in EVENT_FIELDS or name.startswith("event.data."):
                     continue
@@ -102,6 +120,58 @@ def check(conn: Connection, org_id: int, definition: Definition) -> Definition:
                 f"conditions.segment: {exc.message}", field="conditions.segment"
             ) from None
     return definition
+
+
+def _check_trigger(
+    conn: Connection, org_id: int, definition: Definition, automation_id: int | None
+) -> None:
+    trigger = definition.trigger
+    if isinstance(trigger, KeywordTrigger):
+        # One automation per keyword: which answer a contact gets must not be a coin toss.
+        for other in _current_versions(conn, org_id, statuses=("active", "paused")):
+            if other.automation_id == automation_id:
+                continue
+            theirs = other.definition.trigger
+            if not isinstance(theirs, KeywordTrigger):
+                continue
+            for i, keyword in enumerate(trigger.keywords):
+                if keyword in theirs.keywords:
+                    where = f"trigger.keywords[{i}]"
+                    raise Conflict(
+                        f"{where}: automation {other.automation_id} ({other.name}) already "
+                        f"answers {keyword}",
+                        field=where,
+                    )
+    elif isinstance(trigger, NoReplyTrigger):
+        from textdesk.store.tables import campaigns
+
+        if trigger.campaign_id is not None:
+            found = conn.execute(
+                sa.select(campaigns.c.id).where(
+                    campaigns.c.id == trigger.campaign_id, campaigns.c.org_id == org_id
+                )
+            ).first()
+            if found is None:
+                raise Invalid(
+                    f"trigger.campaign_id: campaign {trigger.campaign_id} not found",
+                    field="trigger.campaign_id",
+                )
+        if trigger.automation_id is not None:
+            if trigger.automation_id == automation_id:
+                raise Invalid(
+                    "trigger.automation_id: an automation cannot follow its own messages",
+                    field="trigger.automation_id",
+                )
+            found = conn.execute(
+                sa.select(automations.c.id).where(
+                    automations.c.id == trigger.automation_id, automations.c.org_id == org_id
+                )
+            ).first()
+            if found is None:
+                raise Invalid(
+                    f"trigger.automation_id: automation {trigger.automation_id} not found",
+                    field="trigger.automation_id",
+                )
 
 
 def _get_row(conn: Connection, org_id: int, automation_id: int, *, lock: bool = False) -> Any:
@@ -182,7 +252,7 @@ def update_automation(
         row = _get_row(conn, principal.org_id, automation_id, lock=True)
         if row.status == "archived":
             raise Conflict(f"automation {automation_id} is archived", field="status")
-        check(conn, principal.org_id, definition)
+        check(conn, principal.org_id, definition, automation_id)
         version = row.version + 1
         _store_version(
             conn, automation_id, principal.org_id, version, definition, principal.user_id
@@ -378,7 +448,8 @@ class Version:
 @functools.lru_cache(maxsize=1024)
 def _parsed(trigger: str, conditions: str, steps: str, name: str) -> Definition:
     return Definition.model_validate_json(
-        f'{{"name": {name}, "trigger": {trigger}, "conditions": {conditions}, "steps": {steps}}}'
+        f'{{"name": {name}, "trigger": {trigger}, "conditions": {conditions}, "steps": {steps}}}',
+        context={"stored": True},
     )
 
 
@@ -396,6 +467,10 @@ def definition_of(name: str, row: Any) -> Definition:
 
 def active_versions(conn: Connection, org_id: int) -> list[Version]:
     """The organization's active automations, each at its current version."""
+    return _current_versions(conn, org_id, statuses=("active",))
+
+
+def _current_versions(conn: Connection, org_id: int, *, statuses: tuple[str, ...]) -> list[Version]:
     rows = conn.execute(
         sa.select(
             automations.c.id,
@@ -412,7 +487,7 @@ def active_versions(conn: Connection, org_id: int) -> list[Version]:
                 automation_versions.c.version == automations.c.version,
             ),
         )
-        .where(automations.c.org_id == org_id, automations.c.status == "active")
+        .where(automations.c.org_id == org_id, automations.c.status.in_(statuses))
         .order_by(automations.c.id)
     ).all()
     return [Version(r.id, r.version, r.name, definition_of(r.name, r)) for r in rows]

@@ -29,7 +29,7 @@ from textdesk.domain.phone import PhoneError, normalize
 from textdesk.domain.roles import Role
 from textdesk.services.accounts import get_organization
 from textdesk.services.auth import Principal
-from textdesk.services.automations import conditions, definitions, runs, spec
+from textdesk.services.automations import definitions, runs, spec, triggers
 from textdesk.services.automations.definitions import Version
 from textdesk.services.errors import Conflict, Invalid, NotFound
 from textdesk.store.db import Database
@@ -349,7 +349,8 @@ def _start(
                 now=now,
             )
         for version in versions:
-            if event.type in version.definition.trigger.event_types:
+            trigger = version.definition.trigger
+            if isinstance(trigger, spec.EventTrigger) and event.type in trigger.event_types:
                 pending.append((event, version))
     _start_runs(conn, org_id, pending, now, started)
     return started
@@ -362,77 +363,23 @@ def _start_runs(
     now: datetime,
     started: dict[int, list[int]],
 ) -> None:
-    if not pending:
-        return
-    segment_hits: dict[tuple[int, int], set[int] | str] = {}
-    for _event, version in pending:
-        query = version.definition.conditions.segment
-        key = (version.automation_id, version.version)
-        if query and query.strip() and key not in segment_hits:
-            members = [e.contact_id for e, v in pending if v is version]
-            try:
-                segment_hits[key] = conditions.in_segment(conn, org_id, query, members, now)
-            except Invalid as exc:
-                segment_hits[key] = f"the segment condition no longer works: {exc.message}"
-    rows: list[dict[str, Any]] = []
-    notes: list[str] = []
-    for event, version in pending:
-        skipped = None
-        hits = segment_hits.get((version.automation_id, version.version))
-        if isinstance(hits, str):
-            skipped = hits
-        elif hits is not None and event.contact_id not in hits:
-            segment = version.definition.conditions.segment
-            skipped = f"conditions not met: the contact is not in the segment {segment!r}"
-        if skipped is None:
-            failed = conditions.failed_event_condition(version.definition.conditions, event.data)
-            if failed is not None:
-                skipped = f"conditions not met: {conditions.describe(failed)} is false"
-        rows.append(
-            {
-                "org_id": org_id,
-                "automation_id": version.automation_id,
-                "version": version.version,
-                "event_id": event.id,
-                "contact_id": event.contact_id,
-                "subject": event.subject,
-                "state": "skipped" if skipped else "waiting",
-                "cursor": 0,
-                "due_at": None if skipped else now,
-                "attempts": 0,
-                "reason": "conditions" if skipped else None,
-                "created_at": now,
-                "updated_at": now,
-                "finished_at": now if skipped else None,
-            }
+    starters = [
+        (
+            triggers.Starter(
+                contact_id=event.contact_id,
+                note=f"started by event {event.id} ({event.type})",
+                due_at=now,
+                event_id=event.id,
+                subject=event.subject,
+                data=event.data,
+            ),
+            version,
         )
-        notes.append(
-            skipped or f"started by event {event.id} ({event.type}) on version {version.version}"
-        )
-    ids = (
-        conn.execute(
-            automation_runs.insert().returning(automation_runs.c.id, sort_by_parameter_order=True),
-            rows,
-        )
-        .scalars()
-        .all()
-    )
-    runs.add_history(
-        conn,
-        [
-            runs.history_row(
-                run_id,
-                org_id,
-                "skipped" if row["state"] == "skipped" else "started",
-                "skipped" if row["state"] == "skipped" else "ok",
-                note,
-                now,
-            )
-            for run_id, row, note in zip(ids, rows, notes, strict=True)
-        ],
-    )
-    for run_id, row in zip(ids, rows, strict=True):
-        started.setdefault(row["event_id"], []).append(run_id)
+        for event, version in pending
+    ]
+    ids = triggers.start_runs(conn, org_id, starters, now)
+    for run_id, (event, _version) in zip(ids, pending, strict=True):
+        started.setdefault(event.id, []).append(run_id)
 
 
 def _runs_of(conn: Connection, event_ids: list[int]) -> dict[int, list[int]]:

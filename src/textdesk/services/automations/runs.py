@@ -203,6 +203,14 @@ def cancel_for_contact(
     return cancelled
 
 
+def cancel_where(
+    conn: Connection, where: sa.ColumnElement[bool], *, reason: str, detail: str, now: datetime
+) -> list[int]:
+    """Cancel the waiting runs ``where`` selects, skipping any a worker is running right now
+    (see ``cancel_for_contact``), and discard their drafts. Their messages are left alone."""
+    return _cancel(conn, where, reason=reason, detail=detail, now=now, skip_locked=True)
+
+
 def cancel_for_automation(
     conn: Connection, automation_id: int, *, reason: str, detail: str, now: datetime
 ) -> list[int]:

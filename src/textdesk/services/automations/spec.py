@@ -14,11 +14,24 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from datetime import UTC, datetime, time, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    ValidationInfo,
+    model_validator,
+)
+from pydantic import (
+    Tag as Case,
+)
 
+from textdesk.domain import keywords as compliance_keywords
 from textdesk.services.compliance import Purpose
 
 #: Ids and integers are bounded to what a 64-bit signed column holds.
@@ -255,12 +268,100 @@ Step = Annotated[
 
 
 class EventTrigger(BaseModel):
-    """Start a run for every event of one of these types (more trigger kinds are planned)."""
+    """Start a run for every event of one of these types."""
 
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["event"] = "event"
     event_types: list[EventType] = Field(min_length=1, max_length=20)
+
+
+MAX_KEYWORD = 40
+
+
+def keyword_form(text: str) -> str:
+    """What a keyword and an inbound message are compared as: the message as the STOP matcher
+    normalizes it (NFKC, case folded, the punctuation, emoji and spaces around it dropped),
+    accents folded, and only its letters and digits kept: "Hours?", " h.o.u.r.s " and
+    "HOURS!!" are all HOURS."""
+    folded = unicodedata.normalize("NFKD", compliance_keywords.normalize_body(text))
+    return "".join(ch for ch in folded if ch.isalnum() and not unicodedata.combining(ch))
+
+
+def _keyword(value: str, info: ValidationInfo) -> str:
+    no_nul(value)
+    if isinstance(info.context, dict) and info.context.get("stored"):
+        # A stored version is read back as it was saved: were a later classifier to read one
+        # of its keywords as STOP, the automation must still load (the match refuses it).
+        return value
+    form = keyword_form(value)
+    if not form:
+        raise ValueError("a keyword needs letters or digits, e.g. HOURS")
+    if len(form) > MAX_KEYWORD:
+        raise ValueError(f"a keyword is at most {MAX_KEYWORD} letters and digits")
+    # STOP, HELP, START and every form the classifier reads as one of them (S.T.O.P, UNSUB,
+    # "stop texting", ARRET...) answer first: an organization cannot take them over.
+    for text in (value, form):
+        verdict = compliance_keywords.classify(text)
+        if verdict.intent is not compliance_keywords.Intent.NONE:
+            raise ValueError(
+                f"{form} is a compliance keyword ({verdict.intent.value}): STOP, HELP, START "
+                "and their forms are always answered by the compliance handling; choose another"
+            )
+    return form
+
+
+Keyword = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_keyword)]
+
+
+class KeywordTrigger(BaseModel):
+    """Start a run when a contact's whole message is one of these keywords (compared as
+    :func:`keyword_form` says), unless it is a compliance keyword."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["keyword"]
+    keywords: list[Keyword] = Field(min_length=1, max_length=10)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> KeywordTrigger:
+        if len(set(self.keywords)) != len(self.keywords):
+            raise ValueError("each keyword once")
+        return self
+
+
+class NoReplyTrigger(BaseModel):
+    """Start a run when a message of this campaign or automation is queued; it waits
+    ``within`` and goes on only if the contact has not replied meanwhile."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["no_reply"]
+    within: Duration = Field(description="e.g. 48h or 2d")
+    campaign_id: int | None = Field(default=None, ge=1, le=MAX_ID)
+    automation_id: int | None = Field(default=None, ge=1, le=MAX_ID)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> NoReplyTrigger:
+        if (self.campaign_id is None) == (self.automation_id is None):
+            raise ValueError("give exactly one of campaign_id and automation_id")
+        if parse_duration(self.within) <= timedelta(0):
+            raise ValueError("within must be longer than 0")
+        return self
+
+
+def _trigger_kind(value: Any) -> str:
+    # A trigger without a type is an event trigger (it was the only kind at first).
+    kind = value.get("type", "event") if isinstance(value, dict) else getattr(value, "type", "")
+    return kind if isinstance(kind, str) else ""
+
+
+Trigger = Annotated[
+    Annotated[EventTrigger, Case("event")]
+    | Annotated[KeywordTrigger, Case("keyword")]
+    | Annotated[NoReplyTrigger, Case("no_reply")],
+    Discriminator(_trigger_kind),
+]
 
 
 Scalar = (
@@ -318,7 +419,7 @@ class Definition(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Text = Field(min_length=1, max_length=200)
-    trigger: EventTrigger
+    trigger: Trigger
     conditions: Conditions = Field(default_factory=Conditions)
     steps: list[Step] = Field(min_length=1, max_length=MAX_STEPS)
 
@@ -326,4 +427,8 @@ class Definition(BaseModel):
     def _named(self) -> Definition:
         if not self.name.strip():
             raise ValueError("name must not be blank")
+        if self.trigger.type != "event" and self.conditions.event:
+            raise ValueError(
+                f"conditions.event: a {self.trigger.type} trigger has no event to compare"
+            )
         return self

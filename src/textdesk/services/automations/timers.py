@@ -30,21 +30,30 @@ from sqlalchemy.engine import Connection
 from textdesk.delivery import wakeup
 from textdesk.domain import templates
 from textdesk.domain.states import MessageStatus
-from textdesk.services import contacts, messaging
-from textdesk.services.automations import definitions, drafts, runs, schedule
+from textdesk.services import compliance, contacts, messaging
+from textdesk.services.automations import definitions, drafts, runs, schedule, triggers
 from textdesk.services.automations.spec import (
     GATE_PURPOSE,
+    KeywordTrigger,
+    NoReplyTrigger,
     QueueForPersonStep,
     SendStep,
     StopStep,
     TagStep,
     UntagStep,
     WaitStep,
+    parse_duration,
 )
 from textdesk.services.errors import ServiceError
 from textdesk.settings import Settings
 from textdesk.store.db import Database
-from textdesk.store.tables import automation_runs, customer_events, organizations, utcnow
+from textdesk.store.tables import (
+    automation_runs,
+    customer_events,
+    messages,
+    organizations,
+    utcnow,
+)
 from textdesk.store.tables import contacts as contacts_table
 
 log = logging.getLogger(__name__)
@@ -152,6 +161,9 @@ class _Context:
     tz: ZoneInfo
     occurs_at: datetime
     event: dict[str, Any]
+    #: A keyword's answer, before any wait, is a reply to what the contact just wrote: gated
+    #: as conversational (opt-out still blocks it; quiet hours do not hold it).
+    answering: bool = False
 
 
 def _context(conn: Connection, run: Any) -> _Context:
@@ -181,18 +193,34 @@ def _context(conn: Connection, run: Any) -> _Context:
 
 
 def _advance(conn: Connection, settings: Settings, run: Any, now: datetime, tick: Tick) -> None:
-    steps = definitions.version_of(conn, run.automation_id, run.version).definition.steps
+    definition = definitions.version_of(conn, run.automation_id, run.version).definition
+    steps = definition.steps
     ctx = _context(conn, run)
     cursor = run.cursor
     history: list[dict[str, Any]] = []
     state, due_at, reason = "waiting", None, None
+    ctx.answering = isinstance(definition.trigger, KeywordTrigger) and run.cursor == 0
 
     def note(kind: str, outcome: str, detail: str, **extra: Any) -> None:
         history.append(
             runs.history_row(run.id, run.org_id, kind, outcome, detail, now, step=cursor, **extra)
         )
 
-    while True:
+    halted = False
+    waited_for = triggers.reply_message_id(run.subject)
+    if (
+        run.cursor == 0
+        and waited_for is not None
+        and isinstance(definition.trigger, NoReplyTrigger)
+    ):
+        verdict = _no_reply(conn, run, waited_for, definition.trigger, now)
+        if isinstance(verdict, str):
+            note("no_reply", "ok", verdict)
+        else:
+            state, due_at, reason, kind, outcome, detail = verdict
+            note(kind, outcome, detail)
+            halted = True  # no step runs now
+    while not halted:
         if cursor >= len(steps):
             state, reason = "done", "done"
             note("done", "ok", "all steps done")
@@ -200,6 +228,7 @@ def _advance(conn: Connection, settings: Settings, run: Any, now: datetime, tick
         step = steps[cursor]
         tick.steps += 1
         if isinstance(step, WaitStep):
+            ctx.answering = False
             until = schedule.wait_until(step, now=now, occurs_at=ctx.occurs_at, tz=ctx.tz)
             words = schedule.describe(step)
             if until > now:
@@ -287,6 +316,56 @@ def _advance(conn: Connection, settings: Settings, run: Any, now: datetime, tick
         raise RuntimeError(f"run {run.id} changed under its claim")
 
 
+_NOT_SENT = frozenset({S.BLOCKED, S.FAILED, S.EXPIRED, S.UNDELIVERED})
+#: How soon a no-reply run looks again when its message is still in the outbox (held).
+_RECHECK = timedelta(hours=1)
+
+
+def _no_reply(
+    conn: Connection, run: Any, message_id: int, trigger: NoReplyTrigger, now: datetime
+) -> str | tuple[str, datetime | None, str | None, str, str, str]:
+    """At the end of a no-reply wait: a note to go on with, or (state, due_at, reason, and the
+    history row's kind, outcome, detail) when the run does not go on now."""
+    within = parse_duration(trigger.within)
+    reply = conn.execute(
+        sa.select(messages.c.id)
+        .where(
+            messages.c.contact_id == run.contact_id,
+            messages.c.direction == "in",
+            messages.c.created_at > run.created_at,
+        )
+        .order_by(messages.c.id)
+        .limit(1)
+    ).scalar()
+    if reply is not None:
+        detail = f"the contact replied (message {reply})"
+        return "cancelled", None, "replied", "cancelled", "replied", detail
+    waited = conn.execute(
+        sa.select(messages.c.status, messages.c.sent_at, messages.c.gate_code).where(
+            messages.c.id == message_id
+        )
+    ).first()
+    if waited is None or waited.status in _NOT_SENT:
+        what = "is gone" if waited is None else f"was not sent ({waited.status}"
+        what += "" if waited is None else f": {waited.gate_code or 'no code'})"
+        detail = f"message {message_id} {what}: no reply to wait for"
+        return "cancelled", None, "message_not_sent", "cancelled", "message_not_sent", detail
+    if waited.sent_at is None:
+        until = now + min(within, _RECHECK)
+        detail = (
+            f"message {message_id} is still {waited.status}; looking again at {until:%H:%M} UTC"
+        )
+        return "waiting", until, None, "wait", "waiting", detail
+    if waited.sent_at + within > now:
+        until = waited.sent_at + within
+        detail = (
+            f"message {message_id} was sent at {waited.sent_at:%Y-%m-%d %H:%M} UTC; "
+            f"waiting until {until:%Y-%m-%d %H:%M} UTC"
+        )
+        return "waiting", until, None, "wait", "waiting", detail
+    return f"no reply within {trigger.within} of message {message_id}"
+
+
 def _render(template: str, ctx: _Context) -> str:
     values = {**ctx.contact.merge_values(), "org_name": ctx.org_name, "event": ctx.event}
     try:
@@ -296,9 +375,15 @@ def _render(template: str, ctx: _Context) -> str:
 
 
 def _send(
-    conn: Connection, settings: Settings, ctx: _Context, step: SendStep, cursor: int, now: datetime
+    conn: Connection,
+    settings: Settings,
+    ctx: _Context,
+    step: SendStep,
+    cursor: int,
+    now: datetime,
 ) -> messaging.Message:
     body = _render(step.template, ctx)
+    purpose = compliance.Purpose.CONVERSATIONAL if ctx.answering else GATE_PURPOSE[step.purpose]
     try:
         queued = messaging.queue_outbound(
             conn,
@@ -307,7 +392,7 @@ def _send(
             contact_id=ctx.run.contact_id,
             body=body,
             actor=f"automation:{ctx.run.automation_id}",
-            purpose=GATE_PURPOSE[step.purpose],
+            purpose=purpose,
             # The run and step: were a step's transaction ever to commit twice, the outbox
             # would still hold one message for it.
             idempotency_key=f"run:{ctx.run.id}:step:{cursor}",

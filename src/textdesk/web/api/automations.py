@@ -114,7 +114,7 @@ def list_automations(caller: ApiCaller, db: Db, include_archived: bool = False) 
     "/automations",
     response_model=AutomationOut,
     status_code=status.HTTP_201_CREATED,
-    responses=problems(400, 401, 403, 422),
+    responses=problems(400, 401, 403, 409, 422),
 )
 def create_automation(body: AutomationIn, caller: ApiCaller, db: Db, origin: Origin) -> Any:
     definition = Definition.model_validate(body.model_dump(exclude={"status"}))
