@@ -89,6 +89,8 @@ def _document() -> dict[str, Any]:
 
 # Hypothesis now and then draws a constant found in the local modules loaded so far. Loading
 # all of textdesk first keeps that pool the same, whichever tests (and lazy imports) came before.
+# (Without xdist the pytest launcher is a local module too: -n 0 and -n 2 differ by its strings,
+# each the same from run to run.)
 for _module in pkgutil.walk_packages(textdesk.__path__, "textdesk."):
     if not _module.name.endswith("__main__"):
         importlib.import_module(_module.name)
