@@ -12,6 +12,7 @@ import shutil
 import socket
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,17 +101,14 @@ def pg_admin_url() -> str | None:
     return normalize_url(url)
 
 
-@pytest.fixture(scope="session")
-def pg_url(pg_admin_url: str | None) -> Iterator[str | None]:
-    """A database of this test run's own, migrated once, dropped at the end."""
-    if pg_admin_url is None:
-        yield None
-        return
+@contextmanager
+def pg_database(admin_url: str) -> Iterator[str]:
+    """A migrated PostgreSQL database of its own (its URL), dropped at the end."""
     name = f"textdesk_test_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = sa.engine.make_url(pg_admin_url).set(database=name).render_as_string(hide_password=False)
+    url = sa.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     engine = make_engine(url)
     migrate.upgrade(engine)
     engine.dispose()
@@ -120,6 +118,16 @@ def pg_url(pg_admin_url: str | None) -> Iterator[str | None]:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_url(pg_admin_url: str | None) -> Iterator[str | None]:
+    """A database of this test run's own, migrated once, dropped at the end."""
+    if pg_admin_url is None:
+        yield None
+        return
+    with pg_database(pg_admin_url) as url:
+        yield url
 
 
 _TRUNCATE = ", ".join(t.name for t in metadata.sorted_tables)

@@ -162,6 +162,12 @@ def test_other_conditions() -> None:
         ("AND tag:a", 0, "expected a condition"),
         ("true", 0, "expected a condition"),
         ("()", 1, "expected a condition"),
+        # The day after 9999-12-31 does not exist in Python's calendar.
+        ("created_at = 9999-12-31", 13, "out of range: dates run from 1000-01-01 to 9998-12-31"),
+        ("fields.born < 0999-12-31", 14, "out of range"),
+        # Neither engine binds an integer beyond 64 bits.
+        ("fields.x > 9223372036854775808", 11, "out of range: whole numbers run from"),
+        ("campaign:99999999999999999999", 9, "out of range"),
     ],
 )
 def test_errors_point_at_the_position(query: str, position: int, message: str) -> None:
@@ -170,6 +176,12 @@ def test_errors_point_at_the_position(query: str, position: int, message: str) -
     assert info.value.position == position, str(info.value)
     assert message in info.value.message, str(info.value)
     assert str(info.value).startswith(f"position {position}: ")
+
+
+def test_the_supported_dates_and_numbers_parse() -> None:
+    parse("created_at >= 1000-01-01 AND created_at <= 9998-12-31")
+    parse("fields.x > 9223372036854775807 AND fields.x > -9223372036854775808")
+    parse("fields.x > 99999999999999999999.0")
 
 
 def test_the_message_reads_like_the_issue_asks() -> None:

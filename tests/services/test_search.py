@@ -125,6 +125,9 @@ def test_international_phone_and_short_digit_runs(db: Database, people: Org) -> 
         "jo " * 200,
         "💬 emoji",
         "\x00",
+        "jo\x00",
+        "\x00jo smith",
+        "jo@lee\x00",
     ],
 )
 def test_operators_and_punctuation_never_raise(db: Database, people: Org, q: str) -> None:
@@ -136,6 +139,16 @@ def test_operators_and_punctuation_never_raise(db: Database, people: Org, q: str
             .select_from(contacts.contacts)
             .where(search.contact_clause(conn, people.org.id, q))
         ).scalar_one()
+
+
+def test_a_nul_character_separates_words(db: Database, settings: Settings, people: Org) -> None:
+    # FTS5 reads NUL as the end of its query ("unterminated string"); PostgreSQL refuses it in
+    # any text. No stored text holds one, so it can only be a separator.
+    assert names(db, people.org.id, "john\x00smi") == ["John Smith"]
+    _inbound(db, settings, channel(db, people.admin.principal), "+12015550101", "See you", 1)
+    with db.read() as conn:
+        hits = search.search_messages(conn, people.org.id, "see\x00you")
+    assert [h.snippet for h in hits] == ["See you"]
 
 
 def test_operators_are_words_not_syntax(db: Database, people: Org) -> None:

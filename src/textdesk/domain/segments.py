@@ -66,6 +66,9 @@ KEYWORDS = frozenset({"and", "or", "not", "has", "true", "false", "today"})
 REL_UNITS = ("d", "w", "m", "y")
 # Bounds keep date arithmetic inside the calendar (about 200 years either way).
 REL_LIMITS = {"d": 73_000, "w": 10_400, "m": 2_400, "y": 200}
+#: The dates a query may name: four-digit years, and each day has a next one (a day is
+#: compared as [its start, the next day's start), and Python's calendar ends at 9999-12-31).
+FIRST_DATE, LAST_DATE = date(1000, 1, 1), date(9998, 12, 31)
 _MAX_DEPTH = 64
 _MAX_LENGTH = 10_000
 
@@ -318,6 +321,12 @@ class _Lexer:
                 raise SegmentError(
                     start, f"{m.group()!r} is not a valid date (YYYY-MM-DD)", found=m.group()
                 ) from None
+            if not FIRST_DATE <= day <= LAST_DATE:
+                raise SegmentError(
+                    start,
+                    f"{m.group()} is out of range: dates run from {FIRST_DATE} to {LAST_DATE}",
+                    found=m.group(),
+                )
             return Token("date", m.group(), start, day)
         rel = _RELDATE.match(text, start)
         if rel and rel.group(3) is not None:
@@ -363,8 +372,16 @@ class _Lexer:
             raise SegmentError(
                 start, f"the number is too long (at most {_MAX_DIGITS} characters)", found=raw
             )
-        self.pos = end
         value: int | float = float(raw) if num.group(1) else int(raw)
+        if isinstance(value, int) and not -(2**63) <= value < 2**63:
+            # Neither engine binds a larger integer (SQLite: OverflowError).
+            raise SegmentError(
+                start,
+                f"{raw} is out of range: whole numbers run from -{2**63} to {2**63 - 1} "
+                f"(write a larger one with a decimal point: {raw}.0)",
+                found=raw,
+            )
+        self.pos = end
         return Token("number", raw, start, value)
 
 

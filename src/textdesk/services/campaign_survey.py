@@ -30,6 +30,8 @@ from textdesk.store.tables import canned_responses, survey_answers, survey_quest
 
 MAX_OPTIONS = 10
 MAX_QUESTIONS = 20
+#: Positions order the questions; the column is a 32-bit integer.
+MAX_POSITION = 10_000
 _TAG = re.compile(r"^[a-z0-9][a-z0-9_:-]{0,39}$")
 
 
@@ -212,8 +214,8 @@ def update_question(
                 )
             values["options"] = clean
         if position is not None:
-            if position < 0:
-                raise Invalid("position must be 0 or more", field="position")
+            if not 0 <= position <= MAX_POSITION:
+                raise Invalid(f"position must be between 0 and {MAX_POSITION}", field="position")
             values["position"] = position
         if values:
             conn.execute(

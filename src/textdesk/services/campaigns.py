@@ -45,6 +45,7 @@ from textdesk.store.tables import (
     organizations,
     segments,
     users,
+    utc_storable,
     utcnow,
 )
 
@@ -64,6 +65,8 @@ TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
 LIVE_EDITABLE = frozenset(
     {"name", "channel_ids", "starts_at", "ends_at", "batch_size", "assignment_timeout_seconds"}
 )
+#: The settings an update may set to null (the others always have a value).
+NULLABLE = frozenset({"segment_id", "starts_at", "ends_at"})
 
 #: Contacts copied per INSERT ... SELECT at start: bounds one statement's work and memory.
 MATERIALIZE_BATCH = 5000
@@ -204,6 +207,10 @@ def _validate(conn: Connection, org_id: int, data: CampaignInput) -> dict[str, A
     for name_, value in (("starts_at", data.starts_at), ("ends_at", data.ends_at)):
         if value is not None and value.tzinfo is None:
             raise Invalid(f"{name_} needs a time zone offset", field=name_)
+        if value is not None and not utc_storable(value):
+            raise Invalid(
+                f"{name_} is out of range: in UTC it falls outside years 1-9999", field=name_
+            )
     if data.starts_at and data.ends_at and data.ends_at <= data.starts_at:
         raise Invalid("ends_at must be after starts_at", field="ends_at")
     if not 1 <= data.batch_size <= MAX_BATCH_SIZE:
@@ -293,6 +300,9 @@ def update_campaign(
     if unknown:
         bad = sorted(unknown)[0]
         raise Invalid(f"unknown campaign setting {bad!r}", field=bad)
+    nulled = sorted(k for k, v in changes.items() if v is None and k not in NULLABLE)
+    if nulled:
+        raise Invalid(f"{nulled[0]} cannot be null", field=nulled[0])
     with db.write() as conn:
         current = get_campaign(conn, principal.org_id, campaign_id, lock=True)
         if current.status == ARCHIVED:

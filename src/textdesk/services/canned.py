@@ -220,7 +220,7 @@ def search(
     if campaign_id is not None:
         scope = sa.or_(scope, canned_responses.c.campaign_id == campaign_id)
     query = sa.select(canned_responses).where(canned_responses.c.org_id == org_id, scope)
-    for word in q.lower().split():
+    for word in q.replace("\x00", " ").lower().split():  # NUL: in no stored text
         w = _escape_like(word)
         title, body = (
             sa.func.lower(canned_responses.c.title),

@@ -40,6 +40,7 @@ from textdesk.store.tables import (
     messages,
     organizations,
     users,
+    utc_storable,
     utcnow,
 )
 
@@ -217,9 +218,12 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         when, _, ident = raw.partition("|")
         at = datetime.fromisoformat(when)
-        if at.tzinfo is None:
-            raise ValueError("naive")
-        return at, int(ident)
+        if not utc_storable(at):
+            raise ValueError("naive, or beyond the calendar in UTC")
+        conversation_id = int(ident)
+        if not 0 < conversation_id < 2**63:
+            raise ValueError("not an id")
+        return at, conversation_id
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise Invalid(
             "the cursor is not one this API returned (use next_cursor as given)", field="cursor"

@@ -37,6 +37,10 @@ MAX_WORDS = 12
 #: Bare boolean operators typed out of habit; they would otherwise be required words.
 _OPERATORS = frozenset({"AND", "OR", "NOT", "NEAR"})
 _LETTER = re.compile(r"[^\W\d_]", re.UNICODE)
+#: The index expression with its columns named by table, for queries that join another table
+#: with an ``email`` (the conversation list joins users). PostgreSQL matches an expression to an
+#: index by the columns the names resolve to, so the index still serves it.
+_PG_CONTACT_TSV = PG_CONTACT_TSV.replace("coalesce(", "coalesce(contacts.")
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,8 @@ class MessageHit:
 def words(q: str) -> list[str]:
     """The searchable words of ``q``: whitespace-separated, operators and bare punctuation out."""
     out: list[str] = []
-    for raw in q[:MAX_QUERY].split():
+    # NUL separates words: no stored text holds it, and FTS5 reads it as the end of the query.
+    for raw in q[:MAX_QUERY].replace("\x00", " ").split():
         word = raw.strip("\"'()[]{}*^:+-~,;!?")
         # A word must hold a letter or a digit: "_" or "(" alone tokenize to nothing, which
         # FTS5 rejects and PostgreSQL answers with a NOTICE.
@@ -97,8 +102,8 @@ def contact_text_clause(conn: Connection, q: str) -> sa.ColumnElement[bool] | No
             .where(sa.literal_column("contacts_fts").op("MATCH")(sa.literal(fts5_query(terms))))
         )
         return contacts.c.id.in_(matching)
-    clause: sa.ColumnElement[bool] = sa.literal_column(PG_CONTACT_TSV).op("@@")(pg_tsquery(terms))
-    raw = q.strip()
+    clause: sa.ColumnElement[bool] = sa.literal_column(_PG_CONTACT_TSV).op("@@")(pg_tsquery(terms))
+    raw = q.replace("\x00", " ").strip()
     if "@" in raw and " " not in raw:
         # PostgreSQL's parser keeps a whole address as one lexeme and splits a half-typed one
         # ("ann@exa") into pieces that match nothing; a prefix on the column covers that case.
@@ -194,7 +199,7 @@ def _text_matches(conn: Connection, org_id: int, q: str, limit: int) -> list[Con
             sa.select(contacts)
             .where(contacts.c.org_id == org_id, text)
             .order_by(
-                sa.func.ts_rank(sa.literal_column(PG_CONTACT_TSV), tsquery).desc(), contacts.c.id
+                sa.func.ts_rank(sa.literal_column(_PG_CONTACT_TSV), tsquery).desc(), contacts.c.id
             )
             .limit(limit)
         )

@@ -50,6 +50,18 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def utc_storable(value: datetime) -> bool:
+    """Whether :class:`UTCDateTime` can store ``value``: aware, and still inside Python's
+    calendar once moved to UTC (0001-01-01T00:00+01:00 is not; astimezone overflows)."""
+    if value.tzinfo is None:
+        return False
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        return False
+    return True
+
+
 #: Integer primary keys; BIGINT on PostgreSQL, INTEGER on SQLite (where only INTEGER PRIMARY KEY
 #: is an alias of the rowid and autoincrements).
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request, Response
@@ -24,6 +25,7 @@ from textdesk.settings import Settings
 from textdesk.store.db import Database
 from textdesk.web import (
     api,
+    openapi,
     problems,
     ui,
     ui_automations,
@@ -77,6 +79,15 @@ async def carrier_close(carrier: FastAPI) -> None:
     state = getattr(carrier.state, "carrier", None)
     if state is not None:
         await state.aclose()
+
+
+_HEALTH: dict[int | str, dict[str, Any]] = {
+    200: {"description": "the database answers: `status` ok, `database`, `version`"},
+    503: {
+        "description": "the database does not answer: `status` error, `database` the reason",
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    },
+}
 
 
 def create_app(
@@ -133,6 +144,7 @@ def create_app(
     app.state.send_batcher = SendBatcher(database, settings)
 
     problems.install(app)
+    openapi.install(app)
 
     @app.exception_handler(ui.LoginRequired)
     async def _login_required(request: Request, _exc: ui.LoginRequired) -> Response:
@@ -150,7 +162,7 @@ def create_app(
         # uvicorn's own handling off (cli.uvicorn_options), which trusts any loopback peer.
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
 
-    @app.get("/healthz", tags=["health"])
+    @app.get("/healthz", tags=["health"], responses=_HEALTH)
     def healthz() -> JSONResponse:
         try:
             database.ping()

@@ -6,12 +6,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from textdesk.services.errors import RateLimited, ServiceError
+from textdesk.web.allow import allowed_methods
 
 PROBLEM = "application/problem+json"
 log = logging.getLogger(__name__)
@@ -62,13 +63,19 @@ def install(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         detail = exc.detail if isinstance(exc.detail, str) else "request failed"
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # The router names the first matching route's methods only; Allow names them all.
+            methods = allowed_methods(request.app, request.scope)
+            headers["Allow"] = ", ".join(methods)
+            if request.method == "OPTIONS":
+                # The path exists (or there were no 405) and no route takes OPTIONS: answer it.
+                return Response(status_code=204, headers=headers)
+            detail = f"{request.method} is not allowed here; this path takes {headers['Allow']}"
         return problem(
-            exc.status_code,
-            _TITLES.get(exc.status_code, "Error"),
-            detail,
-            headers=dict(exc.headers or {}),
+            exc.status_code, _TITLES.get(exc.status_code, "Error"), detail, headers=headers
         )
 
     @app.exception_handler(Exception)

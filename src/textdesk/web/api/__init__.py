@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from textdesk.web import openapi
 from textdesk.web.api import (
     accounts,
     automations,
@@ -50,5 +51,7 @@ def router() -> APIRouter:
         automations,
         scheduled,
     ):
+        # Before including: an included router is resolved lazily from the routes it has.
+        openapi.document_problems(module.router)
         api.include_router(module.router)
     return api

@@ -10,7 +10,9 @@ from pydantic import BaseModel, Field
 
 from textdesk.domain.roles import Role
 from textdesk.services import accounts, audit, auth
+from textdesk.web.api.inputs import Input, PathId
 from textdesk.web.deps import ApiCaller, Db, Origin
+from textdesk.web.openapi import errors
 
 router = APIRouter(tags=["accounts"])
 
@@ -33,14 +35,14 @@ class UserOut(BaseModel):
     last_login_at: datetime | None
 
 
-class UserIn(BaseModel):
+class UserIn(Input):
     email: str = Field(max_length=320)
     name: str = Field(min_length=1, max_length=200)
     role: Role = Role.AGENT
     password: str = Field(max_length=200)
 
 
-class UserPatch(BaseModel):
+class UserPatch(Input):
     is_active: bool
 
 
@@ -58,7 +60,7 @@ class ApiKeyCreated(ApiKeyOut):
     key: str = Field(description="The key itself. Shown this once; store it now.")
 
 
-class ApiKeyIn(BaseModel):
+class ApiKeyIn(Input):
     name: str = Field(min_length=1, max_length=200)
     role: Role = Role.ADMIN
 
@@ -86,14 +88,19 @@ def me(caller: ApiCaller, db: Db) -> MeOut:
     )
 
 
-@router.get("/users", response_model=list[UserOut])
+@router.get("/users", response_model=list[UserOut], responses=errors(403))
 def list_users(caller: ApiCaller, db: Db) -> Any:
     caller.require(Role.ADMIN)
     with db.read() as conn:
         return accounts.list_users(conn, caller.org_id)
 
 
-@router.post("/users", response_model=UserOut, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/users",
+    response_model=UserOut,
+    status_code=status.HTTP_201_CREATED,
+    responses=errors(403, 409),
+)
 def create_user(body: UserIn, caller: ApiCaller, db: Db, origin: Origin) -> Any:
     caller.require(Role.ADMIN)
     return accounts.create_user(
@@ -109,15 +116,15 @@ def create_user(body: UserIn, caller: ApiCaller, db: Db, origin: Origin) -> Any:
     )
 
 
-@router.get("/users/{user_id}", response_model=UserOut)
-def get_user(user_id: int, caller: ApiCaller, db: Db) -> Any:
+@router.get("/users/{user_id}", response_model=UserOut, responses=errors(403))
+def get_user(user_id: PathId, caller: ApiCaller, db: Db) -> Any:
     caller.require(Role.ADMIN)
     with db.read() as conn:
         return accounts.get_user(conn, caller.org_id, user_id)
 
 
-@router.patch("/users/{user_id}", response_model=UserOut)
-def patch_user(user_id: int, body: UserPatch, caller: ApiCaller, db: Db, origin: Origin) -> Any:
+@router.patch("/users/{user_id}", response_model=UserOut, responses=errors(403))
+def patch_user(user_id: PathId, body: UserPatch, caller: ApiCaller, db: Db, origin: Origin) -> Any:
     caller.require(Role.ADMIN)
     return accounts.set_user_active(
         db,
@@ -130,12 +137,17 @@ def patch_user(user_id: int, body: UserPatch, caller: ApiCaller, db: Db, origin:
     )
 
 
-@router.get("/api-keys", response_model=list[ApiKeyOut])
+@router.get("/api-keys", response_model=list[ApiKeyOut], responses=errors(403))
 def list_api_keys(caller: ApiCaller, db: Db) -> Any:
     return auth.list_api_keys(db, caller)
 
 
-@router.post("/api-keys", response_model=ApiKeyCreated, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/api-keys",
+    response_model=ApiKeyCreated,
+    status_code=status.HTTP_201_CREATED,
+    responses=errors(403),
+)
 def create_api_key(body: ApiKeyIn, caller: ApiCaller, db: Db, origin: Origin) -> Any:
     key, plain = auth.create_api_key(db, caller, name=body.name, role=body.role, request=origin)
     return ApiKeyCreated(
@@ -143,12 +155,12 @@ def create_api_key(body: ApiKeyIn, caller: ApiCaller, db: Db, origin: Origin) ->
     )
 
 
-@router.delete("/api-keys/{key_id}", response_model=ApiKeyOut)
-def revoke_api_key(key_id: int, caller: ApiCaller, db: Db, origin: Origin) -> Any:
+@router.delete("/api-keys/{key_id}", response_model=ApiKeyOut, responses=errors(403))
+def revoke_api_key(key_id: PathId, caller: ApiCaller, db: Db, origin: Origin) -> Any:
     return auth.revoke_api_key(db, caller, key_id, request=origin)
 
 
-@router.get("/audit-log", response_model=list[AuditOut])
+@router.get("/audit-log", response_model=list[AuditOut], responses=errors(403))
 def audit_log(caller: ApiCaller, db: Db, limit: int = Query(default=100, ge=1, le=1000)) -> Any:
     caller.require(Role.ADMIN)
     with db.read() as conn:

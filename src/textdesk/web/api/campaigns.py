@@ -4,14 +4,17 @@ progress. Admins manage; agents read the campaigns they are assigned to."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Response, status
 from pydantic import BaseModel, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from textdesk.domain.roles import Role
 from textdesk.services import campaign_reports, campaign_survey, campaigns
+from textdesk.web.api.inputs import BodyId, BodyInt, Input, PathId
 from textdesk.web.deps import ApiCaller, Db, Origin
+from textdesk.web.openapi import errors
 
 router = APIRouter(tags=["campaigns"])
 
@@ -34,32 +37,35 @@ class CampaignOut(BaseModel):
     archived_at: datetime | None
 
 
-class CampaignIn(BaseModel):
+class CampaignIn(Input):
     name: str = Field(min_length=1, max_length=200)
     script: str = Field(default="", max_length=1600)
     segment_query: str = Field(default="", max_length=2000)
-    segment_id: int | None = Field(
+    segment_id: BodyId | None = Field(
         default=None, description="copy this saved segment's query (overrides segment_query)"
     )
     purpose: str = "marketing"
-    channel_ids: list[int] = Field(default_factory=list, description="empty: any active number")
+    channel_ids: list[BodyId] = Field(default_factory=list, description="empty: any active number")
     starts_at: datetime | None = None
     ends_at: datetime | None = None
-    batch_size: int = 50
-    assignment_timeout_seconds: int = 900
+    batch_size: BodyInt = 50
+    assignment_timeout_seconds: BodyInt = 900
 
 
-class CampaignPatch(BaseModel):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    script: str | None = Field(default=None, max_length=1600)
-    segment_query: str | None = Field(default=None, max_length=2000)
-    segment_id: int | None = None
-    purpose: str | None = None
-    channel_ids: list[int] | None = None
+class CampaignPatch(Input):
+    """Only the keys sent change. Null clears segment_id, starts_at or ends_at; the others
+    always have a value (the document says so: ``None`` there only stands for "not sent")."""
+
+    name: Annotated[str, Field(min_length=1, max_length=200)] | SkipJsonSchema[None] = None
+    script: Annotated[str, Field(max_length=1600)] | SkipJsonSchema[None] = None
+    segment_query: Annotated[str, Field(max_length=2000)] | SkipJsonSchema[None] = None
+    segment_id: BodyId | None = None
+    purpose: str | SkipJsonSchema[None] = None
+    channel_ids: list[BodyId] | SkipJsonSchema[None] = None
     starts_at: datetime | None = None
     ends_at: datetime | None = None
-    batch_size: int | None = None
-    assignment_timeout_seconds: int | None = None
+    batch_size: BodyInt | SkipJsonSchema[None] = None
+    assignment_timeout_seconds: BodyInt | SkipJsonSchema[None] = None
 
 
 @router.get("/campaigns", response_model=list[CampaignOut])
@@ -68,7 +74,12 @@ def list_campaigns(caller: ApiCaller, db: Db) -> Any:
         return campaigns.visible_campaigns(conn, caller)
 
 
-@router.post("/campaigns", response_model=CampaignOut, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/campaigns",
+    response_model=CampaignOut,
+    status_code=status.HTTP_201_CREATED,
+    responses=errors(403),
+)
 def create_campaign(body: CampaignIn, caller: ApiCaller, db: Db, origin: Origin) -> Any:
     return campaigns.create_draft(
         db, caller, campaigns.CampaignInput(**body.model_dump()), request=origin
@@ -76,28 +87,29 @@ def create_campaign(body: CampaignIn, caller: ApiCaller, db: Db, origin: Origin)
 
 
 @router.get("/campaigns/{campaign_id}", response_model=CampaignOut)
-def get_campaign(campaign_id: int, caller: ApiCaller, db: Db) -> Any:
+def get_campaign(campaign_id: PathId, caller: ApiCaller, db: Db) -> Any:
     with db.read() as conn:
         return campaigns.get_visible(conn, caller, campaign_id)
 
 
-@router.patch("/campaigns/{campaign_id}", response_model=CampaignOut)
+@router.patch("/campaigns/{campaign_id}", response_model=CampaignOut, responses=errors(403, 409))
 def update_campaign(
-    campaign_id: int, body: CampaignPatch, caller: ApiCaller, db: Db, origin: Origin
+    campaign_id: PathId, body: CampaignPatch, caller: ApiCaller, db: Db, origin: Origin
 ) -> Any:
-    # Only the keys sent change; an explicit null clears starts_at / ends_at / segment_id.
     changes = body.model_dump(exclude_unset=True)
     return campaigns.update_campaign(db, caller, campaign_id, changes, request=origin)
 
 
-@router.delete("/campaigns/{campaign_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_campaign(campaign_id: int, caller: ApiCaller, db: Db, origin: Origin) -> Response:
+@router.delete(
+    "/campaigns/{campaign_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(403, 409)
+)
+def delete_campaign(campaign_id: PathId, caller: ApiCaller, db: Db, origin: Origin) -> Response:
     campaigns.delete_draft(db, caller, campaign_id, request=origin)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 def _lifecycle(action: str) -> Any:
-    def handler(campaign_id: int, caller: ApiCaller, db: Db, origin: Origin) -> Any:
+    def handler(campaign_id: PathId, caller: ApiCaller, db: Db, origin: Origin) -> Any:
         return campaigns.transition(db, caller, campaign_id, action, request=origin)
 
     handler.__name__ = f"{action}_campaign"
@@ -112,6 +124,7 @@ for _action in campaigns.TRANSITIONS:
         methods=["POST"],
         response_model=CampaignOut,
         name=f"{_action}_campaign",
+        responses=errors(403, 409),
     )
 
 
@@ -125,19 +138,23 @@ class AgentOut(BaseModel):
     role: str
 
 
-class AgentsIn(BaseModel):
-    user_ids: list[int] = Field(description="the campaign's agents after this call")
+class AgentsIn(Input):
+    user_ids: list[BodyId] = Field(description="the campaign's agents after this call")
 
 
 @router.get("/campaigns/{campaign_id}/agents", response_model=list[AgentOut])
-def list_agents(campaign_id: int, caller: ApiCaller, db: Db) -> Any:
+def list_agents(campaign_id: PathId, caller: ApiCaller, db: Db) -> Any:
     with db.read() as conn:
         campaigns.get_visible(conn, caller, campaign_id)
         return campaigns.list_agents(conn, caller.org_id, campaign_id)
 
 
-@router.put("/campaigns/{campaign_id}/agents", response_model=list[AgentOut])
-def set_agents(campaign_id: int, body: AgentsIn, caller: ApiCaller, db: Db, origin: Origin) -> Any:
+@router.put(
+    "/campaigns/{campaign_id}/agents", response_model=list[AgentOut], responses=errors(403, 409)
+)
+def set_agents(
+    campaign_id: PathId, body: AgentsIn, caller: ApiCaller, db: Db, origin: Origin
+) -> Any:
     return campaigns.set_agents(db, caller, campaign_id, body.user_ids, request=origin)
 
 
@@ -152,21 +169,21 @@ class QuestionOut(BaseModel):
     options: list[dict[str, Any]]
 
 
-class QuestionIn(BaseModel):
+class QuestionIn(Input):
     prompt: str = Field(max_length=500)
     options: list[dict[str, Any]] = Field(
         description='[{"label": "Yes", "tag": "interested"}, {"label": "No"}]'
     )
 
 
-class QuestionPatch(BaseModel):
+class QuestionPatch(Input):
     prompt: str | None = Field(default=None, max_length=500)
     options: list[dict[str, Any]] | None = None
-    position: int | None = None
+    position: BodyInt | None = None
 
 
 @router.get("/campaigns/{campaign_id}/questions", response_model=list[QuestionOut])
-def list_questions(campaign_id: int, caller: ApiCaller, db: Db) -> Any:
+def list_questions(campaign_id: PathId, caller: ApiCaller, db: Db) -> Any:
     with db.read() as conn:
         campaigns.get_visible(conn, caller, campaign_id)
         return campaign_survey.list_questions(conn, caller.org_id, campaign_id)
@@ -176,18 +193,23 @@ def list_questions(campaign_id: int, caller: ApiCaller, db: Db) -> Any:
     "/campaigns/{campaign_id}/questions",
     response_model=QuestionOut,
     status_code=status.HTTP_201_CREATED,
+    responses=errors(403, 409),
 )
 def add_question(
-    campaign_id: int, body: QuestionIn, caller: ApiCaller, db: Db, origin: Origin
+    campaign_id: PathId, body: QuestionIn, caller: ApiCaller, db: Db, origin: Origin
 ) -> Any:
     return campaign_survey.add_question(
         db, caller, campaign_id, prompt=body.prompt, options=body.options, request=origin
     )
 
 
-@router.patch("/campaigns/{campaign_id}/questions/{question_id}", response_model=QuestionOut)
+@router.patch(
+    "/campaigns/{campaign_id}/questions/{question_id}",
+    response_model=QuestionOut,
+    responses=errors(403, 409),
+)
 def update_question(
-    campaign_id: int, question_id: int, body: QuestionPatch, caller: ApiCaller, db: Db
+    campaign_id: PathId, question_id: PathId, body: QuestionPatch, caller: ApiCaller, db: Db
 ) -> Any:
     return campaign_survey.update_question(
         db,
@@ -201,10 +223,12 @@ def update_question(
 
 
 @router.delete(
-    "/campaigns/{campaign_id}/questions/{question_id}", status_code=status.HTTP_204_NO_CONTENT
+    "/campaigns/{campaign_id}/questions/{question_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=errors(403, 409),
 )
 def delete_question(
-    campaign_id: int, question_id: int, caller: ApiCaller, db: Db, origin: Origin
+    campaign_id: PathId, question_id: PathId, caller: ApiCaller, db: Db, origin: Origin
 ) -> Response:
     campaign_survey.delete_question(db, caller, campaign_id, question_id, request=origin)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -222,18 +246,18 @@ class CannedOut(BaseModel):
     updated_at: datetime
 
 
-class CannedIn(BaseModel):
+class CannedIn(Input):
     title: str = Field(max_length=200)
     body: str = Field(max_length=1600)
 
 
-class CannedPatch(BaseModel):
+class CannedPatch(Input):
     title: str | None = Field(default=None, max_length=200)
     body: str | None = Field(default=None, max_length=1600)
 
 
 @router.get("/campaigns/{campaign_id}/canned-responses", response_model=list[CannedOut])
-def list_canned(campaign_id: int, caller: ApiCaller, db: Db) -> Any:
+def list_canned(campaign_id: PathId, caller: ApiCaller, db: Db) -> Any:
     with db.read() as conn:
         campaigns.get_visible(conn, caller, campaign_id)
         return campaign_survey.list_canned(conn, caller.org_id, campaign_id)
@@ -243,16 +267,23 @@ def list_canned(campaign_id: int, caller: ApiCaller, db: Db) -> Any:
     "/campaigns/{campaign_id}/canned-responses",
     response_model=CannedOut,
     status_code=status.HTTP_201_CREATED,
+    responses=errors(403, 409),
 )
-def add_canned(campaign_id: int, body: CannedIn, caller: ApiCaller, db: Db, origin: Origin) -> Any:
+def add_canned(
+    campaign_id: PathId, body: CannedIn, caller: ApiCaller, db: Db, origin: Origin
+) -> Any:
     return campaign_survey.add_canned(
         db, caller, campaign_id, title=body.title, body=body.body, request=origin
     )
 
 
-@router.patch("/campaigns/{campaign_id}/canned-responses/{response_id}", response_model=CannedOut)
+@router.patch(
+    "/campaigns/{campaign_id}/canned-responses/{response_id}",
+    response_model=CannedOut,
+    responses=errors(403, 409),
+)
 def update_canned(
-    campaign_id: int, response_id: int, body: CannedPatch, caller: ApiCaller, db: Db
+    campaign_id: PathId, response_id: PathId, body: CannedPatch, caller: ApiCaller, db: Db
 ) -> Any:
     return campaign_survey.update_canned(
         db, caller, campaign_id, response_id, title=body.title, body=body.body
@@ -262,9 +293,10 @@ def update_canned(
 @router.delete(
     "/campaigns/{campaign_id}/canned-responses/{response_id}",
     status_code=status.HTTP_204_NO_CONTENT,
+    responses=errors(403, 409),
 )
 def delete_canned(
-    campaign_id: int, response_id: int, caller: ApiCaller, db: Db, origin: Origin
+    campaign_id: PathId, response_id: PathId, caller: ApiCaller, db: Db, origin: Origin
 ) -> Response:
     campaign_survey.delete_canned(db, caller, campaign_id, response_id, request=origin)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -273,7 +305,7 @@ def delete_canned(
 # --- preview and progress -----------------------------------------------------------------------
 
 
-class PreviewIn(BaseModel):
+class PreviewIn(Input):
     script: str | None = Field(default=None, max_length=1600, description="default: saved script")
     segment_query: str | None = Field(
         default=None, max_length=2000, description="default: the campaign's audience"
@@ -305,8 +337,8 @@ class PreviewOut(BaseModel):
     samples: list[SampleOut]
 
 
-@router.post("/campaigns/{campaign_id}/preview", response_model=PreviewOut)
-def preview_campaign(campaign_id: int, body: PreviewIn, caller: ApiCaller, db: Db) -> Any:
+@router.post("/campaigns/{campaign_id}/preview", response_model=PreviewOut, responses=errors(403))
+def preview_campaign(campaign_id: PathId, body: PreviewIn, caller: ApiCaller, db: Db) -> Any:
     caller.require(Role.ADMIN)
     with db.read() as conn:
         campaign = campaigns.get_campaign(conn, caller.org_id, campaign_id)
@@ -361,7 +393,7 @@ class ProgressOut(BaseModel):
 
 
 @router.get("/campaigns/{campaign_id}/progress", response_model=ProgressOut)
-def campaign_progress(campaign_id: int, caller: ApiCaller, db: Db) -> Any:
+def campaign_progress(campaign_id: PathId, caller: ApiCaller, db: Db) -> Any:
     with db.read() as conn:
         campaign = campaigns.get_visible(conn, caller, campaign_id)
         return campaign_reports.progress(conn, campaign)

@@ -10,7 +10,9 @@ from pydantic import BaseModel, Field
 
 from textdesk.services import channels
 from textdesk.services.channels import NumberType
+from textdesk.web.api.inputs import Input, PathId
 from textdesk.web.deps import ApiCaller, Db, Origin
+from textdesk.web.openapi import errors
 
 router = APIRouter(tags=["channels"])
 
@@ -33,7 +35,7 @@ class ChannelOut(BaseModel):
     created_at: datetime
 
 
-class ChannelIn(BaseModel):
+class ChannelIn(Input):
     name: str = Field(default="", max_length=200)
     provider: str
     phone: str = Field(description="E.164 or any human-written form; a short code's digits")
@@ -48,7 +50,12 @@ def list_channels(caller: ApiCaller, db: Db) -> Any:
         return channels.list_channels(conn, caller.org_id)
 
 
-@router.post("/channels", response_model=ChannelOut, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/channels",
+    response_model=ChannelOut,
+    status_code=status.HTTP_201_CREATED,
+    responses=errors(403, 409),
+)
 def create_channel(body: ChannelIn, caller: ApiCaller, db: Db, origin: Origin) -> Any:
     return channels.create_channel(
         db,
@@ -64,6 +71,6 @@ def create_channel(body: ChannelIn, caller: ApiCaller, db: Db, origin: Origin) -
 
 
 @router.get("/channels/{channel_id}", response_model=ChannelOut)
-def get_channel(channel_id: int, caller: ApiCaller, db: Db) -> Any:
+def get_channel(channel_id: PathId, caller: ApiCaller, db: Db) -> Any:
     with db.read() as conn:
         return channels.get_channel(conn, caller.org_id, channel_id)

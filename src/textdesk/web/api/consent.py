@@ -11,7 +11,9 @@ from pydantic import BaseModel, Field
 
 from textdesk.services import consent, exports
 from textdesk.web.api.exports import streamed
+from textdesk.web.api.inputs import Input, PathId
 from textdesk.web.deps import ApiCaller, Db, Origin
+from textdesk.web.openapi import errors
 
 router = APIRouter(tags=["consent"])
 
@@ -29,31 +31,33 @@ class ConsentEventOut(BaseModel):
     created_at: datetime
 
 
-class OptOutIn(BaseModel):
+class OptOutIn(Input):
     note: str = Field(default="", max_length=1000)
 
 
-class OptInIn(BaseModel):
+class OptInIn(Input):
     reason: str = Field(max_length=1000, description="why, as evidence (10+ characters)")
 
 
 @router.get("/contacts/{contact_id}/consent", response_model=list[ConsentEventOut])
-def consent_history(contact_id: int, caller: ApiCaller, db: Db) -> Any:
+def consent_history(contact_id: PathId, caller: ApiCaller, db: Db) -> Any:
     with db.read() as conn:
         return consent.history(conn, caller.org_id, contact_id)
 
 
 @router.post("/contacts/{contact_id}/opt-out", status_code=status.HTTP_204_NO_CONTENT)
-def opt_out(contact_id: int, body: OptOutIn, caller: ApiCaller, db: Db, origin: Origin) -> None:
+def opt_out(contact_id: PathId, body: OptOutIn, caller: ApiCaller, db: Db, origin: Origin) -> None:
     consent.agent_opt_out(db, caller, contact_id, note=body.note, request=origin)
 
 
-@router.post("/contacts/{contact_id}/opt-in", status_code=status.HTTP_204_NO_CONTENT)
-def opt_in(contact_id: int, body: OptInIn, caller: ApiCaller, db: Db, origin: Origin) -> None:
+@router.post(
+    "/contacts/{contact_id}/opt-in", status_code=status.HTTP_204_NO_CONTENT, responses=errors(403)
+)
+def opt_in(contact_id: PathId, body: OptInIn, caller: ApiCaller, db: Db, origin: Origin) -> None:
     consent.admin_opt_in(db, caller, contact_id, reason=body.reason, request=origin)
 
 
-@router.get("/consent-events.csv", response_class=StreamingResponse)
+@router.get("/consent-events.csv", response_class=StreamingResponse, responses=errors(403))
 def export(caller: ApiCaller, db: Db, origin: Origin) -> StreamingResponse:
     """The whole ledger (admins), formula-guarded and audited like every export."""
     return streamed(exports.export_consent(db, caller, request=origin))

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from textdesk.services import contacts
 from textdesk.services.contacts import ContactInput
+from textdesk.web.api.inputs import MAX_INT, After, Input, PathId, Text
 from textdesk.web.deps import ApiCaller, Db, Origin
+from textdesk.web.openapi import errors
 
 router = APIRouter(tags=["contacts"])
 
@@ -37,7 +39,7 @@ class ContactPage(BaseModel):
     next_after: int | None = Field(description="pass as ?after= for the next page")
 
 
-class ContactIn(BaseModel):
+class ContactIn(Input):
     phone: str = Field(max_length=64)
     first_name: str = Field(default="", max_length=200)
     last_name: str = Field(default="", max_length=200)
@@ -53,7 +55,7 @@ class ContactIn(BaseModel):
         return ContactInput(**self.model_dump())
 
 
-class ContactPatch(BaseModel):
+class ContactPatch(Input):
     """Only the attributes sent change; ``fields`` merges key by key (null removes a key)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -70,20 +72,22 @@ class ContactPatch(BaseModel):
     tags: list[str] | None = Field(default=None, max_length=100)
 
 
-class TagsIn(BaseModel):
+class TagsIn(Input):
     tags: list[str] = Field(min_length=1, max_length=100)
 
 
-@router.get("/contacts", response_model=ContactPage)
+@router.get("/contacts", response_model=ContactPage, responses=errors(404))
 def list_contacts(
     caller: ApiCaller,
     db: Db,
-    after: int = Query(default=0, ge=0),
+    after: After = 0,
     limit: int = Query(default=100, ge=1, le=contacts.MAX_PAGE),
-    q: str | None = Query(default=None, max_length=200, description="search: name, e-mail, phone"),
-    tag: str | None = Query(default=None, max_length=64),
-    segment_id: int | None = Query(default=None, ge=1, description="a saved segment"),
-    query: str | None = Query(default=None, max_length=2000, description="a segment query"),
+    q: Annotated[
+        Text | None, Query(max_length=200, description="search: name, e-mail, phone")
+    ] = None,
+    tag: Annotated[Text | None, Query(max_length=64)] = None,
+    segment_id: int | None = Query(default=None, ge=1, le=MAX_INT, description="a saved segment"),
+    query: Annotated[Text | None, Query(max_length=2000, description="a segment query")] = None,
 ) -> Any:
     with db.read() as conn:
         where = contacts.filter_clause(
@@ -95,43 +99,50 @@ def list_contacts(
     return {"items": items, "next_after": items[-1].id if len(items) == limit else None}
 
 
-@router.post("/contacts", response_model=ContactOut, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/contacts",
+    response_model=ContactOut,
+    status_code=status.HTTP_201_CREATED,
+    responses=errors(409),
+)
 def create_contact(body: ContactIn, caller: ApiCaller, db: Db, origin: Origin) -> Any:
     return contacts.create_contact(db, caller, body.to_input(), request=origin)
 
 
 @router.get("/contacts/{contact_id}", response_model=ContactOut)
-def get_contact(contact_id: int, caller: ApiCaller, db: Db) -> Any:
+def get_contact(contact_id: PathId, caller: ApiCaller, db: Db) -> Any:
     with db.read() as conn:
         return contacts.get_contact(conn, caller.org_id, contact_id)
 
 
-@router.put("/contacts/{contact_id}", response_model=ContactOut)
+@router.put("/contacts/{contact_id}", response_model=ContactOut, responses=errors(409))
 def replace_contact(
-    contact_id: int, body: ContactIn, caller: ApiCaller, db: Db, origin: Origin
+    contact_id: PathId, body: ContactIn, caller: ApiCaller, db: Db, origin: Origin
 ) -> Any:
     return contacts.update_contact(db, caller, contact_id, body.to_input(), request=origin)
 
 
-@router.patch("/contacts/{contact_id}", response_model=ContactOut)
+@router.patch("/contacts/{contact_id}", response_model=ContactOut, responses=errors(409))
 def patch_contact(
-    contact_id: int, body: ContactPatch, caller: ApiCaller, db: Db, origin: Origin
+    contact_id: PathId, body: ContactPatch, caller: ApiCaller, db: Db, origin: Origin
 ) -> Any:
     changes = body.model_dump(exclude_unset=True)
     return contacts.patch_contact(db, caller, contact_id, changes, request=origin)
 
 
 @router.post("/contacts/{contact_id}/tags", response_model=ContactOut)
-def tag_contact(contact_id: int, body: TagsIn, caller: ApiCaller, db: Db, origin: Origin) -> Any:
+def tag_contact(contact_id: PathId, body: TagsIn, caller: ApiCaller, db: Db, origin: Origin) -> Any:
     return contacts.tag_contact(db, caller, contact_id, body.tags, request=origin)
 
 
 @router.delete("/contacts/{contact_id}/tags/{tag}", response_model=ContactOut)
-def untag_contact(contact_id: int, tag: str, caller: ApiCaller, db: Db, origin: Origin) -> Any:
+def untag_contact(contact_id: PathId, tag: Text, caller: ApiCaller, db: Db, origin: Origin) -> Any:
     return contacts.untag_contact(db, caller, contact_id, tag, request=origin)
 
 
-@router.delete("/contacts/{contact_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_contact(contact_id: int, caller: ApiCaller, db: Db, origin: Origin) -> Response:
+@router.delete(
+    "/contacts/{contact_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(403)
+)
+def delete_contact(contact_id: PathId, caller: ApiCaller, db: Db, origin: Origin) -> Response:
     contacts.delete_contact(db, caller, contact_id, request=origin)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

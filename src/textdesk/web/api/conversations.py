@@ -10,8 +10,10 @@ from pydantic import BaseModel, Field
 
 from textdesk.services import conversations
 from textdesk.services.conversations import Conversation, Filters
-from textdesk.web.api.messages import MessageOut
+from textdesk.web.api.inputs import BodyId, Input, PathId, QueryId, Text
+from textdesk.web.api.messages import REPEAT, MessageOut
 from textdesk.web.deps import ApiCaller, Config, Db, Origin
+from textdesk.web.openapi import errors
 
 router = APIRouter(tags=["conversations"])
 
@@ -62,19 +64,19 @@ class ConversationDetail(ConversationOut):
     notes: list[NoteOut]
 
 
-class ReplyIn(BaseModel):
+class ReplyIn(Input):
     body: str = Field(min_length=1, max_length=1600)
 
 
-class AssignIn(BaseModel):
-    assignee_id: int | None = Field(description="a user of the organization; null releases it")
+class AssignIn(Input):
+    assignee_id: BodyId | None = Field(description="a user of the organization; null releases it")
 
 
-class NoteIn(BaseModel):
+class NoteIn(Input):
     body: str = Field(min_length=1, max_length=conversations.MAX_NOTE)
 
 
-class ReviewIn(BaseModel):
+class ReviewIn(Input):
     action: Literal["confirm", "dismiss"]
 
 
@@ -89,11 +91,11 @@ def list_conversations(
     view: Literal["all", "mine", "unassigned"] = "all",
     status_: Annotated[Literal["open", "closed", "any"], Query(alias="status")] = "open",
     needs_review: bool | None = None,
-    tag: str | None = Query(default=None, max_length=50),
-    campaign_id: int | None = None,
-    channel_id: int | None = None,
-    q: str = Query(default="", max_length=200, description="contact name, e-mail or phone"),
-    cursor: str | None = Query(default=None, max_length=200),
+    tag: Annotated[Text | None, Query(max_length=50)] = None,
+    campaign_id: QueryId = None,
+    channel_id: QueryId = None,
+    q: Annotated[Text, Query(max_length=200, description="contact name, e-mail or phone")] = "",
+    cursor: Annotated[Text | None, Query(max_length=200)] = None,
     limit: int = Query(default=50, ge=1, le=conversations.MAX_PAGE),
 ) -> Any:
     filters = Filters(
@@ -116,7 +118,7 @@ def list_conversations(
 
 
 @router.get("/conversations/{conversation_id}", response_model=ConversationDetail)
-def get_conversation(conversation_id: int, caller: ApiCaller, db: Db) -> Any:
+def get_conversation(conversation_id: PathId, caller: ApiCaller, db: Db) -> Any:
     with db.read() as conn:
         t = conversations.thread(conn, caller.org_id, conversation_id)
     return {
@@ -130,9 +132,10 @@ def get_conversation(conversation_id: int, caller: ApiCaller, db: Db) -> Any:
     "/conversations/{conversation_id}/messages",
     response_model=MessageOut,
     status_code=status.HTTP_201_CREATED,
+    responses={200: REPEAT, **errors(403)},
 )
 def reply(
-    conversation_id: int,
+    conversation_id: PathId,
     body: ReplyIn,
     caller: ApiCaller,
     db: Db,
@@ -156,23 +159,31 @@ def reply(
     return queued.message
 
 
-@router.post("/conversations/{conversation_id}/assign", response_model=ConversationOut)
-def assign(conversation_id: int, body: AssignIn, caller: ApiCaller, db: Db, origin: Origin) -> Any:
+@router.post(
+    "/conversations/{conversation_id}/assign", response_model=ConversationOut, responses=errors(403)
+)
+def assign(
+    conversation_id: PathId, body: AssignIn, caller: ApiCaller, db: Db, origin: Origin
+) -> Any:
     return _out(conversations.assign(db, caller, conversation_id, body.assignee_id, request=origin))
 
 
-@router.post("/conversations/{conversation_id}/close", response_model=ConversationOut)
-def close(conversation_id: int, caller: ApiCaller, db: Db, origin: Origin) -> Any:
+@router.post(
+    "/conversations/{conversation_id}/close", response_model=ConversationOut, responses=errors(403)
+)
+def close(conversation_id: PathId, caller: ApiCaller, db: Db, origin: Origin) -> Any:
     return _out(conversations.set_status(db, caller, conversation_id, "closed", request=origin))
 
 
-@router.post("/conversations/{conversation_id}/reopen", response_model=ConversationOut)
-def reopen(conversation_id: int, caller: ApiCaller, db: Db, origin: Origin) -> Any:
+@router.post(
+    "/conversations/{conversation_id}/reopen", response_model=ConversationOut, responses=errors(403)
+)
+def reopen(conversation_id: PathId, caller: ApiCaller, db: Db, origin: Origin) -> Any:
     return _out(conversations.set_status(db, caller, conversation_id, "open", request=origin))
 
 
 @router.post("/conversations/{conversation_id}/read", response_model=ConversationOut)
-def mark_read(conversation_id: int, caller: ApiCaller, db: Db) -> Any:
+def mark_read(conversation_id: PathId, caller: ApiCaller, db: Db) -> Any:
     return _out(conversations.mark_read(db, caller, conversation_id))
 
 
@@ -180,14 +191,17 @@ def mark_read(conversation_id: int, caller: ApiCaller, db: Db) -> Any:
     "/conversations/{conversation_id}/notes",
     response_model=NoteOut,
     status_code=status.HTTP_201_CREATED,
+    responses=errors(403),
 )
-def add_note(conversation_id: int, body: NoteIn, caller: ApiCaller, db: Db) -> Any:
+def add_note(conversation_id: PathId, body: NoteIn, caller: ApiCaller, db: Db) -> Any:
     return vars(conversations.add_note(db, caller, conversation_id, body.body))
 
 
-@router.post("/conversations/{conversation_id}/review", response_model=ConversationOut)
+@router.post(
+    "/conversations/{conversation_id}/review", response_model=ConversationOut, responses=errors(409)
+)
 def review(
-    conversation_id: int,
+    conversation_id: PathId,
     body: ReviewIn,
     caller: ApiCaller,
     db: Db,

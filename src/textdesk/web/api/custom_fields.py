@@ -9,7 +9,9 @@ from fastapi import APIRouter, Response, status
 from pydantic import BaseModel, Field
 
 from textdesk.services import custom_fields
+from textdesk.web.api.inputs import Input, Text
 from textdesk.web.deps import ApiCaller, Db, Origin
+from textdesk.web.openapi import errors
 
 router = APIRouter(tags=["contacts"])
 
@@ -21,7 +23,7 @@ class CustomFieldOut(BaseModel):
     created_at: datetime
 
 
-class CustomFieldIn(BaseModel):
+class CustomFieldIn(Input):
     key: str = Field(max_length=40, description="a-z, 0-9 and _, starting with a letter")
     label: str = Field(default="", max_length=200)
     type: Literal["text", "number", "date", "boolean"]
@@ -33,7 +35,12 @@ def list_fields(caller: ApiCaller, db: Db) -> Any:
         return custom_fields.list_fields(conn, caller.org_id)
 
 
-@router.post("/custom-fields", response_model=CustomFieldOut, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/custom-fields",
+    response_model=CustomFieldOut,
+    status_code=status.HTTP_201_CREATED,
+    responses=errors(403, 409),
+)
 def create_field(body: CustomFieldIn, caller: ApiCaller, db: Db, origin: Origin) -> Any:
     """Admins only. A field's type cannot change later: delete it and define it again."""
     return custom_fields.create_field(
@@ -41,7 +48,9 @@ def create_field(body: CustomFieldIn, caller: ApiCaller, db: Db, origin: Origin)
     )
 
 
-@router.delete("/custom-fields/{field_key}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_field(field_key: str, caller: ApiCaller, db: Db, origin: Origin) -> Response:
+@router.delete(
+    "/custom-fields/{field_key}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(403)
+)
+def delete_field(field_key: Text, caller: ApiCaller, db: Db, origin: Origin) -> Response:
     custom_fields.delete_field(db, caller, field_key, request=origin)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
 from textdesk.services import exports
+from textdesk.web.api.inputs import MAX_INT, Text
 from textdesk.web.deps import ApiCaller, Db, Origin
+from textdesk.web.openapi import errors
 
 router = APIRouter(tags=["exports"])
 
@@ -25,15 +28,17 @@ def streamed(export: exports.Export) -> StreamingResponse:
     )
 
 
-@router.get("/exports/contacts.csv", response_class=StreamingResponse)
+@router.get("/exports/contacts.csv", response_class=StreamingResponse, responses=errors(403, 404))
 def export_contacts(
     caller: ApiCaller,
     db: Db,
     origin: Origin,
-    segment_id: int | None = Query(default=None, ge=1, description="a saved segment"),
-    query: str | None = Query(default=None, max_length=2000, description="a segment query"),
-    q: str | None = Query(default=None, max_length=200, description="search: name, e-mail, phone"),
-    tag: str | None = Query(default=None, max_length=64),
+    segment_id: int | None = Query(default=None, ge=1, le=MAX_INT, description="a saved segment"),
+    query: Annotated[Text | None, Query(max_length=2000, description="a segment query")] = None,
+    q: Annotated[
+        Text | None, Query(max_length=200, description="search: name, e-mail, phone")
+    ] = None,
+    tag: Annotated[Text | None, Query(max_length=64)] = None,
 ) -> StreamingResponse:
     return streamed(
         exports.export_contacts(
@@ -42,7 +47,7 @@ def export_contacts(
     )
 
 
-@router.get("/exports/messages.csv", response_class=StreamingResponse)
+@router.get("/exports/messages.csv", response_class=StreamingResponse, responses=errors(403))
 def export_messages(
     caller: ApiCaller,
     db: Db,

@@ -10,7 +10,9 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from textdesk.services import imports
+from textdesk.web.api.inputs import Input, PathId
 from textdesk.web.deps import ApiCaller, Config, Db, Origin
+from textdesk.web.openapi import errors
 
 router = APIRouter(tags=["imports"])
 
@@ -41,7 +43,7 @@ class ImportOut(BaseModel):
     finished_at: datetime | None
 
 
-class StartIn(BaseModel):
+class StartIn(Input):
     mapping: dict[str, str] | None = Field(
         default=None,
         description="{column: attribute}; attributes: phone, first_name, last_name, full_name, "
@@ -59,7 +61,12 @@ def _out(view: imports.ImportView) -> dict[str, Any]:
     return data
 
 
-@router.post("/imports", response_model=ImportOut, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/imports",
+    response_model=ImportOut,
+    status_code=status.HTTP_201_CREATED,
+    responses=errors(403, 413),
+)
 def upload(
     file: UploadFile, request: Request, caller: ApiCaller, db: Db, config: Config, origin: Origin
 ) -> Any:
@@ -78,14 +85,14 @@ def list_imports(caller: ApiCaller, db: Db) -> Any:
 
 
 @router.get("/imports/{import_id}", response_model=ImportOut)
-def get_import(import_id: int, caller: ApiCaller, db: Db) -> Any:
+def get_import(import_id: PathId, caller: ApiCaller, db: Db) -> Any:
     with db.read() as conn:
         return _out(imports.get_import(conn, caller.org_id, import_id))
 
 
-@router.post("/imports/{import_id}/start", response_model=ImportOut)
+@router.post("/imports/{import_id}/start", response_model=ImportOut, responses=errors(403, 409))
 def start(
-    import_id: int, body: StartIn, request: Request, caller: ApiCaller, db: Db, origin: Origin
+    import_id: PathId, body: StartIn, request: Request, caller: ApiCaller, db: Db, origin: Origin
 ) -> Any:
     view = imports.start_import(
         db,
@@ -104,13 +111,13 @@ def start(
     return _out(view)
 
 
-@router.post("/imports/{import_id}/cancel", response_model=ImportOut)
-def cancel(import_id: int, caller: ApiCaller, db: Db, origin: Origin) -> Any:
+@router.post("/imports/{import_id}/cancel", response_model=ImportOut, responses=errors(403, 409))
+def cancel(import_id: PathId, caller: ApiCaller, db: Db, origin: Origin) -> Any:
     return _out(imports.cancel_import(db, caller, import_id, request=origin))
 
 
 @router.get("/imports/{import_id}/rejects.csv", response_class=StreamingResponse)
-def rejects(import_id: int, caller: ApiCaller, db: Db) -> StreamingResponse:
+def rejects(import_id: PathId, caller: ApiCaller, db: Db) -> StreamingResponse:
     """The rejected rows: spreadsheet line, reason, and the row as it was."""
     return StreamingResponse(
         imports.rejects_csv(db, caller, import_id),

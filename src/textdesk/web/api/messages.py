@@ -10,7 +10,9 @@ from pydantic import AwareDatetime, BaseModel, Field
 
 from textdesk.services import messaging
 from textdesk.services.compliance import Purpose
+from textdesk.web.api.inputs import MAX_INT, BodyId, Input, PathId, QueryId, Text
 from textdesk.web.deps import ApiCaller, Config, Db
+from textdesk.web.openapi import errors
 
 router = APIRouter(tags=["messages"])
 
@@ -56,15 +58,17 @@ class MessageDetail(MessageOut):
     events: list[EventOut]
 
 
-class MessageIn(BaseModel):
-    contact_id: int | None = Field(default=None, description="the contact; or give `phone`")
+class MessageIn(Input):
+    contact_id: BodyId | None = Field(default=None, description="the contact; or give `phone`")
     phone: str | None = Field(
         default=None,
         max_length=64,
         description="a phone number in any format; its contact is created if there is none",
     )
     body: str = Field(min_length=1, max_length=1600)
-    channel_id: int | None = Field(default=None, description="default: the contact's sticky sender")
+    channel_id: BodyId | None = Field(
+        default=None, description="default: the contact's sticky sender"
+    )
     purpose: Literal[Purpose.MARKETING, Purpose.INFORMATIONAL, Purpose.CONVERSATIONAL] = (
         Purpose.CONVERSATIONAL
     )
@@ -75,7 +79,19 @@ class MessageIn(BaseModel):
     )
 
 
-@router.post("/messages", response_model=MessageOut, status_code=status.HTTP_201_CREATED)
+#: A retry with the same Idempotency-Key: the message the first call created.
+REPEAT: dict[str, Any] = {
+    "description": "a repeat (the same Idempotency-Key): the message the first call made",
+    "model": MessageOut,
+}
+
+
+@router.post(
+    "/messages",
+    response_model=MessageOut,
+    status_code=status.HTTP_201_CREATED,
+    responses={200: REPEAT, **errors(404)},
+)
 def send_message(
     body: MessageIn,
     caller: ApiCaller,
@@ -108,9 +124,9 @@ def send_message(
 def list_messages(
     caller: ApiCaller,
     db: Db,
-    contact_id: int | None = None,
-    status_: Annotated[str | None, Query(alias="status")] = None,
-    before: int | None = Query(default=None, ge=1),
+    contact_id: QueryId = None,
+    status_: Annotated[Text | None, Query(alias="status")] = None,
+    before: int | None = Query(default=None, ge=1, le=MAX_INT),
     limit: int = Query(default=100, ge=1, le=500),
 ) -> Any:
     with db.read() as conn:
@@ -125,7 +141,7 @@ def list_messages(
 
 
 @router.get("/messages/{message_id}", response_model=MessageDetail)
-def get_message(message_id: int, caller: ApiCaller, db: Db) -> Any:
+def get_message(message_id: PathId, caller: ApiCaller, db: Db) -> Any:
     with db.read() as conn:
         message = messaging.get_message(conn, caller.org_id, message_id)
         events = messaging.list_events(conn, caller.org_id, message_id)

@@ -9,7 +9,9 @@ from fastapi import APIRouter
 from textdesk.domain.roles import Role
 from textdesk.services import org_settings
 from textdesk.services.org_settings import OrgSettings
+from textdesk.web.api.inputs import JsonObject
 from textdesk.web.deps import ApiCaller, Db, Origin
+from textdesk.web.openapi import errors
 
 router = APIRouter(tags=["organization"])
 
@@ -20,8 +22,8 @@ def get_settings(caller: ApiCaller, db: Db) -> Any:
         return org_settings.load(conn, caller.org_id)
 
 
-@router.patch("/organization/settings", response_model=OrgSettings)
-def patch_settings(body: dict[str, Any], caller: ApiCaller, db: Db, origin: Origin) -> Any:
+@router.patch("/organization/settings", response_model=OrgSettings, responses=errors(403))
+def patch_settings(body: JsonObject, caller: ApiCaller, db: Db, origin: Origin) -> Any:
     """Change some settings; the others keep their values. Admins and owners only."""
     caller.require(Role.ADMIN)
     return org_settings.update(db, caller, body, request=origin)

@@ -14,8 +14,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from textdesk.services import auth, p2p
 from textdesk.services.auth import Principal
 from textdesk.services.errors import ServiceError
+from textdesk.web.api.inputs import MAX_INT, BodyId, Input, PathId, QueryId
 from textdesk.web.api.messages import MessageOut
 from textdesk.web.deps import ApiCaller, Db
+from textdesk.web.openapi import errors
 from textdesk.web.problems import problem, service_problem
 from textdesk.web.send_batching import SendBatcher
 
@@ -39,11 +41,14 @@ class OfferOut(BaseModel):
     assigned_until: datetime
 
 
-class BatchIn(BaseModel):
+class BatchIn(Input):
     count: int | None = Field(
-        default=None, ge=1, description="contacts to hold (default and cap: the batch size)"
+        default=None,
+        ge=1,
+        le=MAX_INT,
+        description="contacts to hold (default and cap: the batch size)",
     )
-    agent_id: int | None = _AGENT
+    agent_id: BodyId | None = _AGENT
 
 
 class BatchOut(BaseModel):
@@ -65,9 +70,9 @@ class NextOut(BaseModel):
     contact: OfferOut | None = Field(description="null: you hold no contact; ask for a batch")
 
 
-class SendIn(BaseModel):
-    contact_id: int
-    agent_id: int | None = _AGENT
+class SendIn(Input):
+    contact_id: BodyId
+    agent_id: BodyId | None = _AGENT
     step: str = Field(default=p2p.STEP_FIRST, description="the campaign step; one message each")
     body: str | None = Field(
         default=None, min_length=1, max_length=1600, description="default: the rendered script"
@@ -81,9 +86,9 @@ class SendOut(BaseModel):
     status: str = Field(description="the campaign contact: sent, or skipped if the gate blocked")
 
 
-class AnswerIn(BaseModel):
-    question_id: int
-    contact_id: int
+class AnswerIn(Input):
+    question_id: BodyId
+    contact_id: BodyId
     option: str = Field(min_length=1, max_length=200, description="the option's label")
 
 
@@ -126,12 +131,11 @@ def busy(exc: p2p.Busy) -> JSONResponse:
 @router.post(
     "/campaigns/{campaign_id}/assignments",
     response_model=BatchOut,
-    responses={
-        409: {"description": "the campaign is not sending (problem with `reason`)"},
-        503: {"description": "the database was busy; retry after `Retry-After` seconds"},
-    },
+    responses=errors(
+        403, 503, described={409: "the campaign is not sending (problem with `reason`)"}
+    ),
 )
-def request_batch(campaign_id: int, body: BatchIn, caller: ApiCaller, db: Db) -> Any:
+def request_batch(campaign_id: PathId, body: BatchIn, caller: ApiCaller, db: Db) -> Any:
     try:
         batch = p2p.request_batch(db, caller, campaign_id, body.count, agent_id=body.agent_id)
     except p2p.Refused as exc:
@@ -150,7 +154,7 @@ def request_batch(campaign_id: int, body: BatchIn, caller: ApiCaller, db: Db) ->
 
 
 @router.get("/campaigns/{campaign_id}/next", response_model=NextOut)
-def next_contact(campaign_id: int, caller: ApiCaller, db: Db, agent_id: int | None = None) -> Any:
+def next_contact(campaign_id: PathId, caller: ApiCaller, db: Db, agent_id: QueryId = None) -> Any:
     offer = p2p.next_contact(db, caller, campaign_id, agent_id=agent_id)
     return {"contact": offer_out(offer) if offer else None}
 
@@ -160,12 +164,15 @@ def next_contact(campaign_id: int, caller: ApiCaller, db: Db, agent_id: int | No
     response_model=SendOut,
     status_code=status.HTTP_201_CREATED,
     responses={
-        200: {"description": "a repeat: the message the first call created"},
-        409: {"description": "refused (problem with `reason`): not assigned, opted out, ..."},
-        503: {"description": "the database was busy; retry after `Retry-After` seconds"},
+        200: {"description": "a repeat: the message the first call created", "model": SendOut},
+        **errors(
+            403,
+            503,
+            described={409: "refused (problem with `reason`): not assigned, opted out, ..."},
+        ),
     },
 )
-async def send(campaign_id: int, body: SendIn, caller: ApiCaller, request: Request) -> Response:
+async def send(campaign_id: PathId, body: SendIn, caller: ApiCaller, request: Request) -> Response:
     return await send_action(request.app.state, caller, campaign_id, body)
 
 
@@ -226,7 +233,13 @@ class SendFastPath:
             path: str = scope["path"]
             if path.startswith(_SEND_PREFIX) and path.endswith(_SEND_SUFFIX):
                 middle = path[len(_SEND_PREFIX) : -len(_SEND_SUFFIX)]
-                if middle.isdigit():
+                # Only an id the route would take; anything else gets the route's 422.
+                if (
+                    middle.isascii()
+                    and middle.isdigit()
+                    and len(middle) < 20
+                    and 0 < int(middle) <= MAX_INT
+                ):
                     await self._send(int(middle), scope, receive, send)
                     return
         await self.app(scope, receive, send)
@@ -280,6 +293,6 @@ def _replaying(received: list[Message], receive: Receive) -> Receive:
     return replay
 
 
-@router.post("/survey-answers", response_model=AnswerOut)
+@router.post("/survey-answers", response_model=AnswerOut, responses=errors(404))
 def record_answer(body: AnswerIn, caller: ApiCaller, db: Db) -> Any:
     return p2p.record_answer(db, caller, body.question_id, body.contact_id, body.option)

@@ -13,14 +13,16 @@ from textdesk.domain.templates import TemplateError, parse_template, preview
 from textdesk.services import accounts, compliance, contacts
 from textdesk.services.errors import Invalid
 from textdesk.store.tables import organizations
+from textdesk.web.api.inputs import BodyId, Input
 from textdesk.web.deps import ApiCaller, Db
+from textdesk.web.openapi import errors
 
 router = APIRouter(tags=["templates"])
 
 
-class PreviewIn(BaseModel):
+class PreviewIn(Input):
     template: str = Field(max_length=1600)
-    contact_id: int | None = None
+    contact_id: BodyId | None = None
     first_message: bool = Field(
         default=True, description="check brand and opt-out language (a first message)"
     )
@@ -47,7 +49,7 @@ class PreviewOut(BaseModel):
     findings: list[FindingOut] = Field(description="content rules: blocks first, then warnings")
 
 
-@router.post("/templates/preview", response_model=PreviewOut)
+@router.post("/templates/preview", response_model=PreviewOut, responses=errors(404))
 def preview_template(body: PreviewIn, caller: ApiCaller, db: Db) -> Any:
     try:
         template = parse_template(body.template)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from textdesk.services import search
 from textdesk.web.api.contacts import ContactOut
+from textdesk.web.api.inputs import Text
 from textdesk.web.deps import ApiCaller, Db
 
 router = APIRouter(tags=["search"])
@@ -38,7 +39,9 @@ class MessageHits(BaseModel):
 def search_contacts(
     caller: ApiCaller,
     db: Db,
-    q: str = Query(max_length=search.MAX_QUERY, description="words (prefixes) or a phone number"),
+    q: Annotated[
+        Text, Query(max_length=search.MAX_QUERY, description="words (prefixes) or a phone number")
+    ],
     limit: int = Query(default=50, ge=1, le=search.MAX_LIMIT),
 ) -> Any:
     with db.read() as conn:
@@ -49,7 +52,9 @@ def search_contacts(
 def search_messages(
     caller: ApiCaller,
     db: Db,
-    q: str = Query(max_length=search.MAX_QUERY, description="words (prefixes) of the body"),
+    q: Annotated[
+        Text, Query(max_length=search.MAX_QUERY, description="words (prefixes) of the body")
+    ],
     limit: int = Query(default=50, ge=1, le=search.MAX_LIMIT),
 ) -> Any:
     with db.read() as conn:

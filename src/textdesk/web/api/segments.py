@@ -11,7 +11,9 @@ from pydantic import BaseModel, Field
 from textdesk.services import segments
 from textdesk.services.contacts import MAX_PAGE
 from textdesk.web.api.contacts import ContactOut, ContactPage
+from textdesk.web.api.inputs import After, Input, PathId
 from textdesk.web.deps import ApiCaller, Db, Origin
+from textdesk.web.openapi import errors
 
 router = APIRouter(tags=["segments"])
 
@@ -25,17 +27,17 @@ class SegmentOut(BaseModel):
     updated_at: datetime
 
 
-class SegmentIn(BaseModel):
+class SegmentIn(Input):
     name: str = Field(min_length=1, max_length=200)
     query: str = Field(default="", max_length=segments.MAX_QUERY)
 
 
-class SegmentPatch(BaseModel):
+class SegmentPatch(Input):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     query: str | None = Field(default=None, max_length=segments.MAX_QUERY)
 
 
-class PreviewIn(BaseModel):
+class PreviewIn(Input):
     query: str = Field(default="", max_length=segments.MAX_QUERY)
     limit: int = Field(default=10, ge=0, le=segments.MAX_SAMPLE)
 
@@ -51,7 +53,12 @@ def list_segments(caller: ApiCaller, db: Db) -> Any:
         return segments.list_segments(conn, caller.org_id)
 
 
-@router.post("/segments", response_model=SegmentOut, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/segments",
+    response_model=SegmentOut,
+    status_code=status.HTTP_201_CREATED,
+    responses=errors(403, 409),
+)
 def create_segment(body: SegmentIn, caller: ApiCaller, db: Db, origin: Origin) -> Any:
     return segments.create_segment(db, caller, name=body.name, query=body.query, request=origin)
 
@@ -64,33 +71,35 @@ def preview(body: PreviewIn, caller: ApiCaller, db: Db) -> Any:
         return segments.preview(conn, caller.org_id, body.query, limit=body.limit)
 
 
-@router.get("/segments/{segment_id}", response_model=SegmentOut)
-def get_segment(segment_id: int, caller: ApiCaller, db: Db) -> Any:
+@router.get("/segments/{segment_id:id}", response_model=SegmentOut)
+def get_segment(segment_id: PathId, caller: ApiCaller, db: Db) -> Any:
     with db.read() as conn:
         return segments.get_segment(conn, caller.org_id, segment_id)
 
 
-@router.patch("/segments/{segment_id}", response_model=SegmentOut)
+@router.patch("/segments/{segment_id:id}", response_model=SegmentOut, responses=errors(403, 409))
 def update_segment(
-    segment_id: int, body: SegmentPatch, caller: ApiCaller, db: Db, origin: Origin
+    segment_id: PathId, body: SegmentPatch, caller: ApiCaller, db: Db, origin: Origin
 ) -> Any:
     return segments.update_segment(
         db, caller, segment_id, name=body.name, query=body.query, request=origin
     )
 
 
-@router.delete("/segments/{segment_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_segment(segment_id: int, caller: ApiCaller, db: Db, origin: Origin) -> Response:
+@router.delete(
+    "/segments/{segment_id:id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(403)
+)
+def delete_segment(segment_id: PathId, caller: ApiCaller, db: Db, origin: Origin) -> Response:
     segments.delete_segment(db, caller, segment_id, request=origin)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/segments/{segment_id}/contacts", response_model=ContactPage)
+@router.get("/segments/{segment_id:id}/contacts", response_model=ContactPage)
 def segment_contacts(
-    segment_id: int,
+    segment_id: PathId,
     caller: ApiCaller,
     db: Db,
-    after: int = Query(default=0, ge=0),
+    after: After = 0,
     limit: int = Query(default=100, ge=1, le=MAX_PAGE),
 ) -> Any:
     with db.read() as conn:
