@@ -44,11 +44,15 @@ class Circuits:
         self._changed[channel_id] = self._version
 
     def open_reason(self, channel_id: int, now: datetime) -> str | None:
-        """Why the channel may not send now, or None while it may."""
+        """Why the channel may not send now, or None while it may.
+
+        An open circuit stays open here after its pause runs out (half-open) until the probe
+        answers (``closed``) or a claim reads that the channel works again (``note_paused``):
+        only the probe may call the provider meanwhile. ``now`` is kept for the callers'
+        symmetry with the database's view."""
+        del now
         entry = self._open.get(channel_id)
-        if entry is None or entry[0] <= now:
-            return None
-        return entry[1]
+        return None if entry is None else entry[1]
 
     def opened(self, channel_id: int, until: datetime, reason: str) -> None:
         self._open[channel_id] = (until, reason)

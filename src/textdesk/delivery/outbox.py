@@ -92,8 +92,9 @@ class ClaimResult:
     claimed: list[Claimed] = field(default_factory=list)
     #: Seconds until some throttled channel may send again (None: nothing waits on a rate).
     next_in: float | None = None
-    #: Channels paused now (circuit open): id -> (until, reason). A worker holding messages of
-    #: theirs that it has not sent yet puts them back instead of calling the provider.
+    #: Channels paused now (circuit open) or half-open (the pause ran out, no probe has answered
+    #: yet): id -> (until, reason). A worker holding messages of theirs that it has not sent yet
+    #: puts them back instead of calling the provider; only the probe may go.
     paused: dict[int, tuple[datetime, str | None]] = field(default_factory=dict)
 
 
@@ -211,8 +212,13 @@ def claim(
     for row in rows:
         if row.paused_until is not None and row.paused_until > now:
             result.paused[row.id] = (row.paused_until, row.pause_reason)
-        else:
-            sendable.append(row)
+            continue
+        if row.paused_until is not None and row.pause_reason is not None:
+            # Half-open: its probe may be claimed below, but nothing claimed before the pause
+            # may go until the probe has answered (it would spend an attempt on a channel that
+            # is still down; seen on a loaded machine, where claimed messages wait longest).
+            result.paused[row.id] = (row.paused_until, row.pause_reason)
+        sendable.append(row)
     random.shuffle(sendable)  # no channel starves another when the limit is tight
     for channel in sendable:
         room = limit - len(result.claimed)
