@@ -12,6 +12,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -80,3 +81,16 @@ async def live_through(
         )
         clock.advance(min(step, (end - clock.now).total_seconds()))
     await poll(lambda: settled(db, clock.now), what="the worker to settle")
+
+
+def message_rows(db: Database, ids: list[int]) -> list[Any]:
+    """The messages' rows, in id order."""
+    with db.read() as conn:
+        return list(
+            conn.execute(sa.select(messages).where(messages.c.id.in_(ids)).order_by(messages.c.id))
+        )
+
+
+def channel_row(db: Database, channel_id: int) -> Any:
+    with db.read() as conn:
+        return conn.execute(sa.select(channels).where(channels.c.id == channel_id)).one()

@@ -25,7 +25,7 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import Org
 from tests.delivery.helpers import channel, people, queue, statuses, trail
-from tests.delivery.outage import Clock, live_through, poll
+from tests.delivery.outage import Clock, channel_row, live_through, message_rows, poll
 from tests.web.test_ui import login
 from textdesk.delivery import outbox
 from textdesk.delivery.dispatcher import Dispatcher
@@ -33,7 +33,7 @@ from textdesk.delivery.outbox import Deferred
 from textdesk.services import channels as channel_service
 from textdesk.settings import Settings
 from textdesk.store.db import Database
-from textdesk.store.tables import channels, message_events, messages
+from textdesk.store.tables import message_events
 from textdesk.web.app import create_app
 
 N = 12
@@ -105,18 +105,6 @@ def _run(
     asyncio.run(main())
 
 
-def _rows(db: Database, ids: list[int]) -> list[Any]:
-    with db.read() as conn:
-        return list(
-            conn.execute(sa.select(messages).where(messages.c.id.in_(ids)).order_by(messages.c.id))
-        )
-
-
-def _channel(db: Database, channel_id: int) -> Any:
-    with db.read() as conn:
-        return conn.execute(sa.select(channels).where(channels.c.id == channel_id)).one()
-
-
 def test_an_open_circuit_costs_queued_messages_no_attempts(
     db: Database, settings: Settings, acme: Org
 ) -> None:
@@ -136,10 +124,10 @@ def test_an_open_circuit_costs_queued_messages_no_attempts(
 
     async def scenario(worker: Dispatcher) -> None:
         await live_through(db, clock, 10 * 60)
-        during = _rows(db, ids)
+        during = message_rows(db, ids)
         assert {r.status for r in during} == {"queued"}, "nothing failed during the outage"
         assert sum(r.attempts for r in during) == TRIP, "only the failures before the trip"
-        paused = _channel(db, ch)
+        paused = channel_row(db, ch)
         assert paused.paused_until > clock.now and "simulator:20503" in paused.pause_reason
         carrier.up = True
         await live_through(db, clock, 5 * 60)
@@ -148,10 +136,10 @@ def test_an_open_circuit_costs_queued_messages_no_attempts(
 
     assert set(statuses(db, ids).values()) == {"sent"}
     assert sorted(carrier.accepted.values()) == [1] * N, "every message accepted exactly once"
-    after = _rows(db, ids)
+    after = message_rows(db, ids)
     assert sum(r.attempts for r in after) == N + TRIP
     assert all(r.error_code is None for r in after), "the success cleared the outage's error"
-    resumed = _channel(db, ch)
+    resumed = channel_row(db, ch)
     assert resumed.paused_until is None and resumed.pause_reason is None
     with db.read() as conn:
         put_back = conn.execute(
@@ -223,21 +211,21 @@ def test_refused_credentials_pause_the_channel_and_messages_wait(
     clock = Clock()
 
     async def scenario(worker: Dispatcher) -> None:
-        await poll(lambda: _channel(db, ch).paused_until is not None, what="the pause")
+        await poll(lambda: channel_row(db, ch).paused_until is not None, what="the pause")
         await live_through(db, clock, 0)
-        waiting = _rows(db, ids)
+        waiting = message_rows(db, ids)
         assert {r.status for r in waiting} == {"queued"}
         assert [r.attempts for r in waiting] == [0, 0, 0]
         assert {r.error_code for r in waiting} <= {code, "channel_paused"}
         assert code in {r.error_code for r in waiting}
-        paused = _channel(db, ch)
+        paused = channel_row(db, ch)
         assert "refused the channel's credentials" in paused.pause_reason
         assert code in paused.pause_reason
         banner = _home_banner(live, db, acme)
         assert "refused the channel's credentials" in banner and code in banner
         # Ten minutes with the credentials still refused: probes, no attempts, nothing lost.
         await live_through(db, clock, 10 * 60)
-        assert [r.attempts for r in _rows(db, ids)] == [0, 0, 0]
+        assert [r.attempts for r in message_rows(db, ids)] == [0, 0, 0]
         carrier.up = True
         await live_through(db, clock, 5 * 60)
 
@@ -245,8 +233,8 @@ def test_refused_credentials_pause_the_channel_and_messages_wait(
 
     assert set(statuses(db, ids).values()) == {"sent"}
     assert sorted(carrier.accepted.values()) == [1, 1, 1]
-    assert [r.attempts for r in _rows(db, ids)] == [1, 1, 1]
-    resumed = _channel(db, ch)
+    assert [r.attempts for r in message_rows(db, ids)] == [1, 1, 1]
+    resumed = channel_row(db, ch)
     assert resumed.paused_until is None and resumed.pause_reason is None
 
 
@@ -273,7 +261,7 @@ def test_a_half_open_channel_gives_one_probe_and_stays_paused_meanwhile(
     assert [c.probe for c in first.claimed] == [True]
     second = outbox.claim(db, settings, worker_id="w2", limit=10, now=clock.now)
     assert second.claimed == [] and set(second.paused) == {ch}
-    assert _channel(db, ch).paused_until > clock.now
+    assert channel_row(db, ch).paused_until > clock.now
     channel_service.resume_channel(db, ch)
     third = outbox.claim(db, settings, worker_id="w2", limit=10, now=clock.now)
     assert len(third.claimed) == 4 and not any(c.probe for c in third.claimed)
@@ -287,6 +275,6 @@ def test_a_message_put_back_gets_its_attempt_back(
     [mid] = queue(db, settings, admin, people(db, admin, 1))
     [claimed] = outbox.claim(db, settings, worker_id="w", limit=1).claimed
     outbox.record(db, [Deferred(claimed, "smpp:not_bound", "waiting for the channel")], actor="w")
-    [row] = _rows(db, [mid])
+    [row] = message_rows(db, [mid])
     assert row.status == "queued" and row.attempts == 0 and row.error_code == "smpp:not_bound"
     assert trail(db, mid)[-1] == ("sending", "queued", "channel_paused")

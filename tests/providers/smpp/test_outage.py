@@ -11,20 +11,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from tests.conftest import Org
 from tests.delivery.helpers import channel, people, queue, statuses
-from tests.delivery.outage import Clock, live_through, poll
+from tests.delivery.outage import Clock, channel_row, live_through, message_rows, poll
 from tests.providers.smpp.conftest import Peer, config_for
 from textdesk.delivery.dispatcher import Dispatcher
 from textdesk.providers.smpp import session
 from textdesk.settings import Settings
 from textdesk.store.db import Database
-from textdesk.store.tables import channels, messages
 
 N = 10
 #: Contacts from +12015550100 on: clear of the peer's scripted suffixes (0008, 0000, ...).
@@ -67,18 +64,6 @@ def _run(
     asyncio.run(main())
 
 
-def _rows(db: Database, ids: list[int]) -> list[Any]:
-    with db.read() as conn:
-        return list(
-            conn.execute(sa.select(messages).where(messages.c.id.in_(ids)).order_by(messages.c.id))
-        )
-
-
-def _channel(db: Database, channel_id: int) -> Any:
-    with db.read() as conn:
-        return conn.execute(sa.select(channels).where(channels.c.id == channel_id)).one()
-
-
 def test_a_ten_minute_smsc_outage_delivers_every_message_once(
     db: Database, settings: Settings, acme: Org, peer: Peer
 ) -> None:
@@ -93,13 +78,13 @@ def test_a_ten_minute_smsc_outage_delivers_every_message_once(
     clock = Clock()
 
     async def scenario(worker: Dispatcher) -> None:
-        await poll(lambda: _channel(db, ch).paused_until is not None, what="the pause")
+        await poll(lambda: channel_row(db, ch).paused_until is not None, what="the pause")
         await live_through(db, clock, 10 * 60)
-        during = _rows(db, ids)
+        during = message_rows(db, ids)
         assert {r.status for r in during} == {"queued"}, "nothing failed while unbound"
         assert [r.attempts for r in during] == [0] * N, "no attempt used while unbound"
         assert {r.error_code for r in during} <= {"smpp:not_bound", "channel_paused"}
-        assert "not bound" in _channel(db, ch).pause_reason
+        assert "not bound" in channel_row(db, ch).pause_reason
         assert peer.submits() == [] and peer.events("refused_connection")
 
         peer.outage(False)
@@ -116,8 +101,8 @@ def test_a_ten_minute_smsc_outage_delivers_every_message_once(
     submits = peer.submits()
     assert len(submits) == N, "each message submitted exactly once"
     assert len({s["destination_addr"] for s in submits}) == N
-    assert [r.attempts for r in _rows(db, ids)] == [1] * N
-    resumed = _channel(db, ch)
+    assert [r.attempts for r in message_rows(db, ids)] == [1] * N
+    resumed = channel_row(db, ch)
     assert resumed.paused_until is None and resumed.pause_reason is None
 
 
@@ -138,11 +123,11 @@ def test_a_refused_bind_pauses_the_channel_until_the_password_works(
     clock = Clock()
 
     async def scenario(worker: Dispatcher) -> None:
-        await poll(lambda: _channel(db, ch).paused_until is not None, what="the pause")
+        await poll(lambda: channel_row(db, ch).paused_until is not None, what="the pause")
         await live_through(db, clock, 5 * 60)
-        reason = _channel(db, ch).pause_reason
+        reason = channel_row(db, ch).pause_reason
         assert "refused the channel's credentials" in reason and "smpp:0x0E" in reason
-        waiting = _rows(db, ids)
+        waiting = message_rows(db, ids)
         assert {r.status for r in waiting} == {"queued"}
         assert [r.attempts for r in waiting] == [0, 0, 0]
         assert "smpp:0x0E" in {r.error_code for r in waiting}
@@ -157,4 +142,4 @@ def test_a_refused_bind_pauses_the_channel_until_the_password_works(
     _run(live, db, clock, scenario)
 
     assert len(peer.submits()) == 3
-    assert [r.attempts for r in _rows(db, ids)] == [1, 1, 1]
+    assert [r.attempts for r in message_rows(db, ids)] == [1, 1, 1]
