@@ -43,14 +43,12 @@ class Circuits:
         self._version += 1
         self._changed[channel_id] = self._version
 
-    def open_reason(self, channel_id: int, now: datetime) -> str | None:
+    def open_reason(self, channel_id: int) -> str | None:
         """Why the channel may not send now, or None while it may.
 
         An open circuit stays open here after its pause runs out (half-open) until the probe
         answers (``closed``) or a claim reads that the channel works again (``note_paused``):
-        only the probe may call the provider meanwhile. ``now`` is kept for the callers'
-        symmetry with the database's view."""
-        del now
+        only the probe may call the provider meanwhile."""
         entry = self._open.get(channel_id)
         return None if entry is None else entry[1]
 

@@ -210,7 +210,7 @@ class Dispatcher:
             # the pause waits for the channel instead of failing on it.
             reason = None
             if not claimed.probe:
-                reason = self._circuits.open_reason(claimed.channel_id, self.clock())
+                reason = self._circuits.open_reason(claimed.channel_id)
             if reason is not None:
                 outcome: Outcome = Deferred(claimed, CHANNEL_PAUSED, _waiting(reason))
             else:
@@ -252,7 +252,7 @@ class Dispatcher:
             await self._open(claimed, down)
             outcome = self._deferred(claimed, exc.code, down)
         except TemporaryFailure as exc:
-            open_reason = self._circuits.open_reason(claimed.channel_id, self.clock())
+            open_reason = self._circuits.open_reason(claimed.channel_id)
             if claimed.probe:
                 # The channel's probe failed too: it stays paused, and the message (which
                 # may not be at fault) tries again later without losing an attempt.
@@ -332,7 +332,7 @@ class Dispatcher:
         failing together writes once); a failed probe always pauses it again."""
         channel_id = claimed.channel_id
         now = self.clock()
-        if not claimed.probe and self._circuits.open_reason(channel_id, now) is not None:
+        if not claimed.probe and self._circuits.open_reason(channel_id) is not None:
             return
         until = now + timedelta(seconds=self.settings.circuit_breaker_pause_seconds)
         self._circuits.opened(channel_id, until, reason)
